@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use lanmesh_bus::amqp::link::ReconnectPolicy;
+use lanmesh_bus::amqp::topology::Topology;
 use lanmesh_bus::amqp::{AmqpConfig, AmqpTransport};
 use lanmesh_bus::conformance::{
     CONFORMANCE_DELIVERY_LIMIT, CONFORMANCE_N_SHARDS, ConformanceHarness,
@@ -33,11 +34,17 @@ pub async fn connected_transport(url: &str, cluster_name: &str) -> AmqpTransport
     transport
 }
 
-/// Deletes a test cluster's queues and exchanges through a fresh connection.
-pub async fn delete_cluster(url: &str, cluster_name: &str) {
-    let transport = connected_transport(url, cluster_name).await;
-    transport.delete_topology().await.expect("delete topology");
-    transport.close().await;
+/// Deletes a test cluster's queues and exchanges (whatever queue arguments they were declared
+/// with) over a plain connection.
+pub async fn delete_cluster(url: &str, cluster_name: &str, n_shards: u16) {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .expect("broker reachable");
+    Topology::new(cluster_name, n_shards, CONFORMANCE_DELIVERY_LIMIT)
+        .delete(&connection)
+        .await
+        .expect("delete topology");
+    let _ = connection.close(200, "done".into()).await;
 }
 
 struct AmqpHarness {
@@ -62,7 +69,7 @@ impl ConformanceHarness for AmqpHarness {
         for transport in transports {
             transport.close().await;
         }
-        delete_cluster(&self.url, &self.cluster_name).await;
+        delete_cluster(&self.url, &self.cluster_name, CONFORMANCE_N_SHARDS).await;
     }
 }
 

@@ -7,6 +7,7 @@
 use crate::amqp_conformance::{connected_transport, delete_cluster};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use lanmesh_bus::conformance::CONFORMANCE_N_SHARDS;
 use lanmesh_bus::transport::TransportStats;
 use lanmesh_bus::{
     Delivery, Destination, EntityAddress, Envelope, HandlerOutcome, NodeId, PublishOptions,
@@ -168,7 +169,7 @@ async fn confirmed_messages_survive(test_name: &str, disrupt: fn()) {
     subscription.cancel().await;
     publisher.close().await;
     consumer.close().await;
-    delete_cluster(&url, &cluster_name).await;
+    delete_cluster(&url, &cluster_name, CONFORMANCE_N_SHARDS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,7 +245,7 @@ pub(crate) async fn supervise(
             }
             Err(error) => {
                 let wait = jittered(backoff);
-                tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "cannot reach broker");
+                tracing::warn!(error = %error, retry_in_ms = wait.as_millis() as u64, "cannot connect to broker or declare topology");
                 tokio::select! {
                     biased;
                     () = handle.closing.notified() => break,

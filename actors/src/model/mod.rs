@@ -1,0 +1,3 @@
+//! Pure domain types: no I/O, no async, no clocks (callers pass `now`).
+
+pub mod entity_kind;

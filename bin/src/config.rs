@@ -1,0 +1,438 @@
+//! The node's typed configuration: built-in defaults, then an optional TOML file, then
+//! `LANMESH__*` environment variables, then validation with errors a person can act on.
+//!
+//! Keys (environment form in brackets; `__` separates levels):
+//! - `node.id` [LANMESH__NODE__ID]: default generated once and kept in `node.data_dir`
+//! - `node.data_dir` [LANMESH__NODE__DATA_DIR]: default `./data`
+//! - `cluster.name` [LANMESH__CLUSTER__NAME]: default `lanmesh`; prefixes every queue/exchange
+//! - `cluster.n_shards` [LANMESH__CLUSTER__N_SHARDS]: default 256; fixed for a cluster's life
+//! - `http.listen` [LANMESH__HTTP__LISTEN]: default `127.0.0.1:7070`
+//! - `bus.amqp_url` [LANMESH__BUS__AMQP_URL]: unset = in-process bus (single node)
+//! - `bus.prefetch`, `bus.delivery_limit`, `bus.max_frame_bytes`
+//! - `storage.sqlite.path` [LANMESH__STORAGE__SQLITE__PATH]: default `./data/lanmesh.db`;
+//!   `storage.scylla.*` selects ScyllaDB (see `lanmesh_storage::StorageConfig`)
+//! - `log.format` (`human` | `json`), `log.filter` (tracing directives, default `info`)
+
+use crate::env_vars::CONFIG_ENV_PREFIX;
+use lanmesh_bus::NodeId;
+use lanmesh_bus::address::validate_node_id;
+use lanmesh_storage::StorageConfig;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Everything a node is configured with.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// `node.*`
+    pub node: NodeSection,
+    /// `cluster.*`
+    pub cluster: ClusterSection,
+    /// `http.*`
+    pub http: HttpSection,
+    /// `bus.*`
+    pub bus: BusSection,
+    /// `storage.*`
+    pub storage: StorageConfig,
+    /// `log.*`
+    pub log: LogSection,
+}
+
+/// `node.*`: this process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSection {
+    /// `node.id`; generated and kept in the data directory when unset.
+    pub id: Option<String>,
+    /// `node.data_dir`: where the node keeps its files.
+    pub data_dir: PathBuf,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: None,
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+/// `cluster.*`: shared by every node of one cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `cluster.name`: prefix of every exchange and queue.
+    pub name: String,
+    /// `cluster.n_shards`: number of shards; never change it on a running cluster.
+    pub n_shards: u16,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        Self {
+            name: "lanmesh".to_owned(),
+            n_shards: lanmesh_bus::shard_map::DEFAULT_N_SHARDS,
+        }
+    }
+}
+
+/// `http.*`: the HTTP and WebSocket listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// `http.listen`: `host:port`.
+    pub listen: String,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:7070".to_owned(),
+        }
+    }
+}
+
+/// `bus.*`: how nodes talk.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSection {
+    /// `bus.amqp_url`: RabbitMQ; unset runs the in-process bus.
+    pub amqp_url: Option<String>,
+    /// `bus.prefetch`: deliveries in flight per subscription.
+    pub prefetch: u16,
+    /// `bus.delivery_limit`: failed deliveries before a message is dead-lettered.
+    pub delivery_limit: u32,
+    /// `bus.max_frame_bytes`: largest message accepted.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        Self {
+            amqp_url: None,
+            prefetch: 64,
+            delivery_limit: 20,
+            max_frame_bytes: lanmesh_bus::codec::DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// Log output style.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log.*`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `log.format`: `human` or `json`.
+    pub format: String,
+    /// `log.filter`: tracing directives such as `info,lanmesh_bus=debug`.
+    pub filter: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: "human".to_owned(),
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file or the environment could not be read or parsed (unknown key, wrong type, ...).
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is present but unusable.
+    #[error("invalid configuration: {key} = {value:?}: {problem}")]
+    Invalid {
+        /// The key, in file form (`http.listen`).
+        key: &'static str,
+        /// The offending value.
+        value: String,
+        /// What is wrong and what would be right.
+        problem: String,
+    },
+    /// The storage section is unusable.
+    #[error("invalid configuration: {0}")]
+    Storage(String),
+}
+
+fn invalid(key: &'static str, value: impl ToString, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        problem: problem.into(),
+    }
+}
+
+/// A configuration that passed validation, with its values parsed.
+#[derive(Debug, Clone)]
+pub struct ValidatedConfig {
+    /// The raw configuration.
+    pub raw: NodeConfig,
+    /// `http.listen`, parsed.
+    pub http_listen: SocketAddr,
+    /// `node.id`, when set explicitly.
+    pub node_id_opt: Option<NodeId>,
+    /// `log.format`, parsed.
+    pub log_format: LogFormat,
+}
+
+impl NodeConfig {
+    /// Loads defaults, then `file_opt`, then `LANMESH__*` variables from `environment`.
+    pub fn load(
+        file_opt: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(file) = file_opt {
+            builder = builder.add_source(
+                config::File::from(file)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let variables: config::Map<String, String> = environment
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(&format!("{CONFIG_ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(CONFIG_ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(variables)),
+        );
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// Checks every value; the error names the key and says what is wrong.
+    pub fn validate(self) -> Result<ValidatedConfig, ConfigError> {
+        let http_listen: SocketAddr = self.http.listen.parse().map_err(|_| {
+            invalid(
+                "http.listen",
+                &self.http.listen,
+                "not a socket address; expected host:port such as 127.0.0.1:7070",
+            )
+        })?;
+        let node_id_opt = match &self.node.id {
+            Some(id) => Some(
+                NodeId::new(id.clone())
+                    .map_err(|error| invalid("node.id", id, error.to_string()))?,
+            ),
+            None => None,
+        };
+        if self.node.data_dir.as_os_str().is_empty() {
+            return Err(invalid("node.data_dir", "", "must not be empty"));
+        }
+        validate_node_id(&self.cluster.name).map_err(|error| {
+            invalid(
+                "cluster.name",
+                &self.cluster.name,
+                error.to_string().replace("node id", "cluster name"),
+            )
+        })?;
+        if self.cluster.n_shards == 0 {
+            return Err(invalid(
+                "cluster.n_shards",
+                0,
+                "must be between 1 and 65535",
+            ));
+        }
+        if let Some(url) = &self.bus.amqp_url {
+            url.parse::<lapin::uri::AMQPUri>().map_err(|problem| {
+                invalid(
+                    "bus.amqp_url",
+                    crate::telemetry::redact_url(url),
+                    format!(
+                        "not an AMQP URL ({problem}); expected amqp://user:password@host:5672/vhost"
+                    ),
+                )
+            })?;
+        }
+        if self.bus.prefetch == 0 {
+            return Err(invalid("bus.prefetch", 0, "must be between 1 and 65535"));
+        }
+        if self.bus.delivery_limit == 0 {
+            return Err(invalid("bus.delivery_limit", 0, "must be at least 1"));
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&self.bus.max_frame_bytes) {
+            return Err(invalid(
+                "bus.max_frame_bytes",
+                self.bus.max_frame_bytes,
+                "must be between 1024 and 67108864",
+            ));
+        }
+        let log_format = match self.log.format.as_str() {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log.format", other, "must be human or json")),
+        };
+        tracing_subscriber::EnvFilter::try_new(&self.log.filter).map_err(|error| {
+            invalid(
+                "log.filter",
+                &self.log.filter,
+                format!("not a tracing filter: {error}"),
+            )
+        })?;
+        self.storage
+            .validate()
+            .map_err(|error| ConfigError::Storage(error.to_string()))?;
+        Ok(ValidatedConfig {
+            raw: self,
+            http_listen,
+            node_id_opt,
+            log_format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_env(variables: &[(&str, &str)]) -> Result<ValidatedConfig, ConfigError> {
+        let environment = variables
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()));
+        NodeConfig::load(None, environment)?.validate()
+    }
+
+    fn check_error(variables: &[(&str, &str)], expected_fragments: &[&str]) {
+        let message = load_env(variables).unwrap_err().to_string();
+        for fragment in expected_fragments {
+            assert!(
+                message.contains(fragment),
+                "{variables:?}: {message:?} lacks {fragment:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_node() {
+        let config = load_env(&[]).unwrap();
+        assert_eq!(config.http_listen.to_string(), "127.0.0.1:7070");
+        assert!(config.raw.bus.amqp_url.is_none());
+        assert_eq!(config.raw.cluster.name, "lanmesh");
+        assert_eq!(config.raw.cluster.n_shards, 256);
+        assert_eq!(
+            config.raw.storage.sqlite.path,
+            PathBuf::from("./data/lanmesh.db")
+        );
+        assert!(config.node_id_opt.is_none());
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let config = load_env(&[
+            ("LANMESH__HTTP__LISTEN", "0.0.0.0:8080"),
+            (
+                "LANMESH__BUS__AMQP_URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+            ),
+            ("LANMESH__CLUSTER__N_SHARDS", "8"),
+            ("LANMESH__NODE__ID", "node-7"),
+            ("LANMESH__STORAGE__SQLITE__PATH", "/tmp/x.db"),
+            ("LANMESH_TEST_AMQP_URL", "ignored: not a config variable"),
+        ])
+        .unwrap();
+        assert_eq!(config.http_listen.port(), 8080);
+        assert_eq!(config.raw.cluster.n_shards, 8);
+        assert_eq!(config.node_id_opt.unwrap().as_str(), "node-7");
+        assert_eq!(config.raw.storage.sqlite.path, PathBuf::from("/tmp/x.db"));
+    }
+
+    #[test]
+    fn file_then_environment() {
+        let directory = tempfile::tempdir().unwrap();
+        let file = directory.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "[http]\nlisten = \"127.0.0.1:9000\"\n[cluster]\nname = \"blue\"\n",
+        )
+        .unwrap();
+        let environment = [("LANMESH__CLUSTER__NAME".to_owned(), "green".to_owned())];
+        let config = NodeConfig::load(Some(&file), environment)
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.http_listen.port(), 9000);
+        assert_eq!(config.raw.cluster.name, "green");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_problem() {
+        check_error(
+            &[("LANMESH__HTTP__LISTEN", "localhost")],
+            &["http.listen", "\"localhost\"", "not a socket address"],
+        );
+        check_error(
+            &[("LANMESH__BUS__AMQP_URL", "http://broker")],
+            &["bus.amqp_url", "not an AMQP URL"],
+        );
+        check_error(
+            &[("LANMESH__NODE__ID", "node one")],
+            &["node.id", "contains ' '"],
+        );
+        check_error(
+            &[("LANMESH__CLUSTER__NAME", "a/b")],
+            &["cluster.name", "cluster name contains '/'"],
+        );
+        check_error(
+            &[("LANMESH__CLUSTER__N_SHARDS", "0")],
+            &["cluster.n_shards"],
+        );
+        check_error(
+            &[("LANMESH__CLUSTER__N_SHARDS", "70000")],
+            &["cluster.n_shards"],
+        );
+        check_error(&[("LANMESH__BUS__PREFETCH", "0")], &["bus.prefetch"]);
+        check_error(
+            &[("LANMESH__LOG__FORMAT", "xml")],
+            &["log.format = \"xml\"", "must be human or json"],
+        );
+        check_error(&[("LANMESH__HTTP__LISTN", "x")], &["unknown field `listn`"]);
+    }
+
+    #[test]
+    fn secrets_in_urls_are_not_echoed() {
+        let message = load_env(&[("LANMESH__BUS__AMQP_URL", "ftp://user:hunter2@host")])
+            .unwrap_err()
+            .to_string();
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("bus.amqp_url"), "{message}");
+    }
+
+    #[test]
+    fn shipped_example_is_valid() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ops/config/node.example.toml");
+        let config = NodeConfig::load(Some(&example), [])
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(config.node_id_opt.unwrap().as_str(), "node-1");
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert!(config.raw.bus.amqp_url.is_some());
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let error = NodeConfig::load(Some(Path::new("/nonexistent/node.toml")), []).unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/node.toml"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,69 @@
+//! The node's HTTP listener: health, readiness and metrics (the WebSocket edge and the
+//! operator API join it on the same `http.listen` address).
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header::ContentType;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What `/readyz` asks: every dependency the node needs to serve.
+pub type ReadinessCheck = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+struct HttpState {
+    registry: Registry,
+    readiness: ReadinessCheck,
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::plaintext())
+        .body("ok\n")
+}
+
+async fn readyz(state: web::Data<HttpState>) -> HttpResponse {
+    match (state.readiness)() {
+        Ok(()) => HttpResponse::Ok()
+            .content_type(ContentType::plaintext())
+            .body("ready\n"),
+        Err(reason) => HttpResponse::ServiceUnavailable()
+            .content_type(ContentType::plaintext())
+            .body(format!("not ready: {reason}\n")),
+    }
+}
+
+async fn metrics(state: web::Data<HttpState>) -> HttpResponse {
+    match crate::metrics::render(&state.registry) {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(text),
+        Err(_) => HttpResponse::InternalServerError().body("cannot render metrics\n"),
+    }
+}
+
+/// Binds `listen` and starts serving; returns the handle that stops the server and the future
+/// that runs it.
+pub fn serve(
+    listen: SocketAddr,
+    registry: Registry,
+    readiness: ReadinessCheck,
+) -> std::io::Result<(ServerHandle, actix_web::dev::Server)> {
+    let state = web::Data::new(HttpState {
+        registry,
+        readiness,
+    });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(metrics))
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(10)
+    .bind(listen)?
+    .run();
+    Ok((server.handle(), server))
+}

@@ -1,0 +1,15 @@
+//! The `lanmesh` crate: the composition root of the product and its binaries.
+//!
+//! - `lanmesh-node` ([`node`]): one node process — storage, bus, HTTP — configured by
+//!   [`config`];
+//! - `lanmesh-load` ([`load`]): load scenarios and benchmarks against a running broker.
+//!
+//! This crate wires the other crates together and owns nothing domain-specific.
+
+pub mod config;
+pub mod env_vars;
+pub mod http;
+pub mod load;
+pub mod metrics;
+pub mod node;
+pub mod telemetry;

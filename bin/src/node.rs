@@ -1,0 +1,164 @@
+//! The node: composes storage, the bus and the HTTP listener, and runs them until SIGTERM.
+//!
+//! Start-up order: data directory and node id → storage → bus (in-process, or RabbitMQ when
+//! `bus.amqp_url` is set) → this node's inbox → HTTP. The node serves `/healthz` as soon as it
+//! listens; `/readyz` answers 200 only while the bus is connected. Shutdown (SIGTERM or
+//! SIGINT) runs the same steps backwards: stop accepting HTTP, finish the inbox delivery in
+//! hand, close the bus connection.
+
+use crate::config::ValidatedConfig;
+use anyhow::Context;
+use lanmesh_bus::amqp::{AmqpConfig, AmqpTransport};
+use lanmesh_bus::codec::FrameLimits;
+use lanmesh_bus::in_process::{InProcessConfig, InProcessTransport};
+use lanmesh_bus::request_reply::Requester;
+use lanmesh_bus::{Delivery, HandlerOutcome, NodeId, Source, Transport, handler_fn};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Name of the file in `node.data_dir` that keeps a generated node id across restarts.
+const NODE_ID_FILE: &str = "node-id";
+
+/// Reads the node id kept in `data_dir`, or generates and keeps a new one.
+pub fn load_or_create_node_id(data_dir: &Path) -> anyhow::Result<NodeId> {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => NodeId::new(text.trim())
+            .with_context(|| format!("{} holds an invalid node id", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let node_id = NodeId::generate();
+            std::fs::write(&path, format!("{node_id}\n"))
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(node_id)
+        }
+        Err(error) => Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn start_transport(config: &ValidatedConfig, node_id: &NodeId) -> Arc<dyn Transport> {
+    let raw = &config.raw;
+    match &raw.bus.amqp_url {
+        Some(url) => {
+            let mut amqp = AmqpConfig::new(url, &raw.cluster.name, node_id.clone());
+            amqp.n_shards = raw.cluster.n_shards;
+            amqp.prefetch = raw.bus.prefetch;
+            amqp.delivery_limit = raw.bus.delivery_limit;
+            amqp.frame_limits = FrameLimits {
+                max_frame_bytes: raw.bus.max_frame_bytes,
+            };
+            tracing::info!(broker = %crate::telemetry::redact_url(url), cluster = %raw.cluster.name, "using rabbitmq bus");
+            Arc::new(AmqpTransport::start(amqp))
+        }
+        None => {
+            tracing::info!("using in-process bus (single node)");
+            Arc::new(InProcessTransport::new(InProcessConfig {
+                n_shards: raw.cluster.n_shards,
+                delivery_limit: raw.bus.delivery_limit,
+            }))
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}
+
+/// Runs the node until a shutdown signal, then stops it gracefully.
+pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
+    let raw = &config.raw;
+    std::fs::create_dir_all(&raw.node.data_dir).with_context(|| {
+        format!(
+            "cannot create node.data_dir {}",
+            raw.node.data_dir.display()
+        )
+    })?;
+    let node_id = match &config.node_id_opt {
+        Some(node_id) => node_id.clone(),
+        None => load_or_create_node_id(&raw.node.data_dir)?,
+    };
+    tracing::info!(node = %node_id, version = env!("CARGO_PKG_VERSION"), "starting lanmesh node");
+
+    let _stores = lanmesh_storage::open(&raw.storage)
+        .await
+        .context("cannot open storage")?;
+
+    let transport = start_transport(&config, &node_id);
+    let requester = Requester::new(node_id.clone(), Arc::clone(&transport));
+    let pushes = handler_fn(|delivery: Delivery| async move {
+        // The WebSocket edge routes pushes to its sessions; a push for a session this node no
+        // longer holds has nobody to go to.
+        tracing::debug!(target = %delivery.envelope.target, "push for no local session dropped");
+        HandlerOutcome::Ack
+    });
+    let inbox = transport
+        .subscribe(
+            Source::NodeInbox(node_id.clone()),
+            requester.inbox_handler(pushes),
+        )
+        .await
+        .context("cannot subscribe to this node's inbox")?;
+
+    let readiness: crate::http::ReadinessCheck = {
+        let transport = Arc::clone(&transport);
+        Arc::new(move || {
+            if transport.is_ready() {
+                Ok(())
+            } else {
+                Err("message bus not connected".to_owned())
+            }
+        })
+    };
+    let registry = {
+        let transport_for_gauge = Arc::clone(&transport);
+        crate::metrics::node_registry(transport.stats(), move || transport_for_gauge.is_ready())
+    };
+    let (server_handle, server) = crate::http::serve(config.http_listen, registry, readiness)
+        .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
+    let server_task = actix_web::rt::spawn(server);
+    tracing::info!(listen = %config.http_listen, "serving http");
+
+    tokio::select! {
+        signal = shutdown_signal() => {
+            tracing::info!(signal = signal?, "shutting down");
+        }
+        ended = server_task => {
+            tracing::error!(outcome = ?ended, "http server stopped unexpectedly");
+        }
+    }
+    server_handle.stop(true).await;
+    inbox.cancel().await;
+    transport.close().await;
+    tracing::info!(node = %node_id, "stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_id_is_generated_once_and_kept() {
+        let directory = tempfile::tempdir().unwrap();
+        let first = load_or_create_node_id(directory.path()).unwrap();
+        let second = load_or_create_node_id(directory.path()).unwrap();
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn corrupt_node_id_file_is_reported() {
+        let directory = tempfile::tempdir().unwrap();
+        std::fs::write(directory.path().join(NODE_ID_FILE), "not a valid id!\n").unwrap();
+        let error = load_or_create_node_id(directory.path()).unwrap_err();
+        assert!(
+            format!("{error:#}").contains("holds an invalid node id"),
+            "{error:#}"
+        );
+    }
+}
