@@ -1,0 +1,147 @@
+//! Prepared statements of the ScyllaDB backend, each with its idempotence set explicitly.
+
+use scylla::client::session::Session;
+use scylla::statement::Consistency;
+use scylla::statement::prepared::PreparedStatement;
+
+use crate::error::StoreError;
+use crate::scylladb::scylla_error;
+
+/// Rows per page of paged reads.
+const PAGE_SIZE: i32 = 5000;
+
+/// Every statement the backend runs, prepared once per store.
+pub(crate) struct Statements {
+    pub(crate) load_state: PreparedStatement,
+    pub(crate) load_state_serial: PreparedStatement,
+    pub(crate) insert_state_if_absent: PreparedStatement,
+    pub(crate) update_state_if_version: PreparedStatement,
+    pub(crate) insert_sample: PreparedStatement,
+    pub(crate) select_samples: PreparedStatement,
+    pub(crate) insert_audit_month: PreparedStatement,
+    pub(crate) select_audit_months: PreparedStatement,
+    pub(crate) insert_audit_event: PreparedStatement,
+    pub(crate) select_audit_events_from: PreparedStatement,
+    pub(crate) select_audit_events_after: PreparedStatement,
+}
+
+impl Statements {
+    /// Prepares every statement against `keyspace` (a validated identifier).
+    pub(crate) async fn prepare(session: &Session, keyspace: &str) -> Result<Self, StoreError> {
+        let prepare = |text: String, is_idempotent: bool| async move {
+            let mut statement = session
+                .prepare(text)
+                .await
+                .map_err(scylla_error("prepare statement"))?;
+            statement.set_is_idempotent(is_idempotent);
+            statement.set_page_size(PAGE_SIZE);
+            Ok::<_, StoreError>(statement)
+        };
+
+        let load_state = prepare(
+            format!("SELECT epoch, version, state FROM {keyspace}.entity_state WHERE kind = ? AND id = ?"),
+            true,
+        )
+        .await?;
+        let mut load_state_serial = prepare(
+            format!("SELECT epoch, version, state FROM {keyspace}.entity_state WHERE kind = ? AND id = ?"),
+            true,
+        )
+        .await?;
+        // A serial read completes any in-flight lightweight transaction on the row first.
+        load_state_serial.set_consistency(Consistency::LocalSerial);
+
+        // Conditional writes are not idempotent: a blind retry of an applied one would report
+        // a conflict with itself. Ambiguous failures are resolved with a serial read instead.
+        let insert_state_if_absent = prepare(
+            format!(
+                "INSERT INTO {keyspace}.entity_state (kind, id, epoch, version, state) \
+                 VALUES (?, ?, ?, ?, ?) IF NOT EXISTS"
+            ),
+            false,
+        )
+        .await?;
+        let update_state_if_version = prepare(
+            format!(
+                "UPDATE {keyspace}.entity_state SET epoch = ?, version = ?, state = ? \
+                 WHERE kind = ? AND id = ? IF epoch = ? AND version = ?"
+            ),
+            false,
+        )
+        .await?;
+
+        let insert_sample = prepare(
+            format!(
+                "INSERT INTO {keyspace}.presence_sample (segment, day, at, address, account, event) \
+                 VALUES (?, ?, ?, ?, ?, ?) USING TTL ?"
+            ),
+            true,
+        )
+        .await?;
+        let select_samples = prepare(
+            format!(
+                "SELECT address, account, event, at FROM {keyspace}.presence_sample \
+                 WHERE segment = ? AND day = ? AND at >= ? AND at < ?"
+            ),
+            true,
+        )
+        .await?;
+
+        let insert_audit_month = prepare(
+            format!(
+                "INSERT INTO {keyspace}.audit_month (entity_kind, entity_id, month) VALUES (?, ?, ?)"
+            ),
+            true,
+        )
+        .await?;
+        let select_audit_months = prepare(
+            format!(
+                "SELECT month FROM {keyspace}.audit_month \
+                 WHERE entity_kind = ? AND entity_id = ? AND month >= ? AND month <= ?"
+            ),
+            true,
+        )
+        .await?;
+        let insert_audit_event = prepare(
+            format!(
+                "INSERT INTO {keyspace}.audit_event \
+                 (entity_kind, entity_id, month, at, event_id, actor, action, detail, msg_id) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ),
+            true,
+        )
+        .await?;
+        let select_audit_events_from = prepare(
+            format!(
+                "SELECT event_id, at, actor, action, detail, msg_id FROM {keyspace}.audit_event \
+                 WHERE entity_kind = ? AND entity_id = ? AND month = ? AND at >= ? AND at < ? \
+                 LIMIT ?"
+            ),
+            true,
+        )
+        .await?;
+        let select_audit_events_after = prepare(
+            format!(
+                "SELECT event_id, at, actor, action, detail, msg_id FROM {keyspace}.audit_event \
+                 WHERE entity_kind = ? AND entity_id = ? AND month = ? \
+                 AND (at, event_id) > (?, ?) AND (at, event_id) <= (?, ?) LIMIT ?"
+            ),
+            true,
+        )
+        .await?;
+
+        Ok(Self {
+            load_state,
+            load_state_serial,
+            insert_state_if_absent,
+            update_state_if_version,
+            insert_sample,
+            select_samples,
+            insert_audit_month,
+            select_audit_months,
+            insert_audit_event,
+            select_audit_events_from,
+            select_audit_events_after,
+        })
+    }
+}

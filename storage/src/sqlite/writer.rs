@@ -1,0 +1,410 @@
+//! The SQLite writer: one thread per store owning the only writing connection of the process,
+//! grouping every pending write request into one transaction.
+//!
+//! Callers send a [`WriteCommand`] and await its reply. The thread takes the first pending
+//! request, drains whatever else is queued (up to [`MAX_GROUP_WEIGHT`] rows), runs them all in
+//! one `BEGIN IMMEDIATE` transaction and replies to each only after `COMMIT` returned, so an
+//! acknowledged write is on disk (`synchronous=FULL`). If anything in a group fails, the group
+//! is rolled back and its requests are retried one per transaction, so each caller gets the
+//! outcome of its own request and a bad request cannot fail its neighbours.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::audit::AuditEvent;
+use crate::entity_state::{EntityKey, StateVersion, StoredEntityState};
+use crate::error::StoreError;
+use crate::presence::PresenceSample;
+use crate::sqlite::errors::map_sqlite_error;
+
+/// Requests waiting for the writer before senders have to wait.
+const QUEUE_CAPACITY: usize = 1024;
+/// Rows (samples, audit events, saves) above which the writer stops adding requests to a group.
+const MAX_GROUP_WEIGHT: usize = 20_000;
+
+/// One write, as sent to the writer thread.
+#[derive(Debug)]
+pub(crate) enum WriteCommand {
+    /// Insert presence samples.
+    AppendSamples(Vec<PresenceSample>),
+    /// Insert audit events, skipping ids already stored.
+    AppendAudit(Vec<AuditEvent>),
+    /// Save entity state if the stored version is `expected_opt`.
+    CompareAndSet {
+        key: EntityKey,
+        expected_opt: Option<StateVersion>,
+        new: StoredEntityState,
+    },
+}
+
+impl WriteCommand {
+    fn weight(&self) -> usize {
+        match self {
+            Self::AppendSamples(samples) => samples.len(),
+            Self::AppendAudit(events) => events.len(),
+            Self::CompareAndSet { .. } => 1,
+        }
+    }
+}
+
+struct WriteRequest {
+    command: WriteCommand,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// What the writer thread receives.
+enum WriterMessage {
+    Write(WriteRequest),
+    /// Finish the queued writes, close the connection, then acknowledge and stop.
+    Close(oneshot::Sender<()>),
+}
+
+/// Counters of one writer since the store opened, e.g. for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterStats {
+    /// Write requests the writer has taken from its queue.
+    pub n_received_requests: u64,
+    /// Write requests waiting in the queue.
+    pub n_queued_requests: u64,
+    /// Transactions committed.
+    pub n_committed_transactions: u64,
+    /// Write requests answered from a committed transaction (including lost compare-and-sets).
+    pub n_committed_requests: u64,
+    /// Rows (samples, audit events, saves) committed.
+    pub n_committed_rows: u64,
+}
+
+#[derive(Default)]
+struct WriterCounters {
+    n_received_requests: AtomicU64,
+    n_committed_transactions: AtomicU64,
+    n_committed_requests: AtomicU64,
+    n_committed_rows: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, amount: usize) {
+    counter.fetch_add(u64::try_from(amount).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+/// Sending side of the writer; cloning it is cheap. The thread stops when every handle is gone.
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    path: Arc<PathBuf>,
+    sender: mpsc::Sender<WriterMessage>,
+    counters: Arc<WriterCounters>,
+}
+
+impl WriterHandle {
+    /// Starts the writer thread on an already prepared connection.
+    pub(crate) fn start(connection: Connection, path: &Path) -> Result<Self, StoreError> {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let counters = Arc::new(WriterCounters::default());
+        let thread = WriterThread {
+            connection,
+            path: path.to_path_buf(),
+            address_buffer: String::new(),
+            counters: Arc::clone(&counters),
+        };
+        std::thread::Builder::new()
+            .name("lanmesh-sqlite-writer".to_owned())
+            .spawn(move || thread.run(receiver))
+            .map_err(|source| StoreError::CannotOpen {
+                path: path.to_path_buf(),
+                reason: format!("cannot start writer thread: {source}"),
+            })?;
+        Ok(Self {
+            path: Arc::new(path.to_path_buf()),
+            sender,
+            counters,
+        })
+    }
+
+    /// Current counters of the writer.
+    pub(crate) fn stats(&self) -> WriterStats {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let n_queued_requests = self
+            .sender
+            .max_capacity()
+            .saturating_sub(self.sender.capacity());
+        WriterStats {
+            n_received_requests: load(&self.counters.n_received_requests),
+            n_queued_requests: u64::try_from(n_queued_requests).unwrap_or(u64::MAX),
+            n_committed_transactions: load(&self.counters.n_committed_transactions),
+            n_committed_requests: load(&self.counters.n_committed_requests),
+            n_committed_rows: load(&self.counters.n_committed_rows),
+        }
+    }
+
+    fn closed_error(&self) -> StoreError {
+        StoreError::Closed {
+            path: self.path.as_ref().clone(),
+        }
+    }
+
+    /// Sends `command` and waits until it is committed (or failed).
+    pub(crate) async fn write(&self, command: WriteCommand) -> Result<(), StoreError> {
+        let (reply, reply_receiver) = oneshot::channel();
+        self.sender
+            .send(WriterMessage::Write(WriteRequest { command, reply }))
+            .await
+            .map_err(|_| self.closed_error())?;
+        reply_receiver.await.map_err(|_| self.closed_error())?
+    }
+
+    /// Lets the writer commit what is queued, close its connection and stop; returns once the
+    /// connection is closed. Later writes fail with [`StoreError::Closed`].
+    pub(crate) async fn close(&self) {
+        let (reply, reply_receiver) = oneshot::channel();
+        if self.sender.send(WriterMessage::Close(reply)).await.is_ok() {
+            let _ = reply_receiver.await;
+        }
+    }
+}
+
+/// The writer thread's state: the connection and what it reuses between groups.
+struct WriterThread {
+    connection: Connection,
+    path: PathBuf,
+    address_buffer: String,
+    counters: Arc<WriterCounters>,
+}
+
+/// Why a group transaction failed.
+enum GroupFailure {
+    /// `BEGIN IMMEDIATE` failed: nothing ran, the same failure answers every request.
+    Begin(rusqlite::Error),
+    /// A statement or the commit failed: the transaction was rolled back.
+    Execute(rusqlite::Error),
+}
+
+impl WriterThread {
+    fn run(mut self, mut receiver: mpsc::Receiver<WriterMessage>) {
+        let mut close_reply_opt = None;
+        while close_reply_opt.is_none() {
+            let Some(first) = receiver.blocking_recv() else {
+                break;
+            };
+            let mut group = Vec::new();
+            let mut weight = 0;
+            let mut next_opt = Some(first);
+            while let Some(message) = next_opt.take() {
+                match message {
+                    WriterMessage::Write(request) => {
+                        weight += request.command.weight();
+                        group.push(request);
+                    }
+                    WriterMessage::Close(reply) => {
+                        close_reply_opt = Some(reply);
+                        break;
+                    }
+                }
+                if weight < MAX_GROUP_WEIGHT {
+                    next_opt = receiver.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                add(&self.counters.n_received_requests, group.len());
+                debug!(
+                    n_requests = group.len(),
+                    n_rows = weight,
+                    "sqlite write group"
+                );
+                self.commit_group(group);
+            }
+        }
+        // Refuse whatever is still queued, then close the connection before acknowledging.
+        receiver.close();
+        drop(receiver);
+        let path = self.path;
+        if let Err((_, error)) = self.connection.close() {
+            warn!(path = %path.display(), error = %error, "closing the sqlite writer connection failed");
+        }
+        if let Some(reply) = close_reply_opt {
+            let _ = reply.send(());
+        }
+        debug!(path = %path.display(), "sqlite writer stopped");
+    }
+
+    fn commit_group(&mut self, group: Vec<WriteRequest>) {
+        match self.run_group(&group) {
+            Ok((outcomes, weight)) => {
+                add(&self.counters.n_committed_transactions, 1);
+                add(&self.counters.n_committed_requests, group.len());
+                add(&self.counters.n_committed_rows, weight);
+                for (request, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(outcome);
+                }
+            }
+            Err(GroupFailure::Begin(error)) => {
+                let error = Arc::new(error);
+                warn!(path = %self.path.display(), error = %error, "sqlite write transaction did not start");
+                for request in group {
+                    let _ = request.reply.send(Err(map_sqlite_error(
+                        &self.path,
+                        "begin write",
+                        &error,
+                    )));
+                }
+            }
+            Err(GroupFailure::Execute(error)) if group.len() > 1 => {
+                debug!(error = %error, n_requests = group.len(), "write group failed, retrying one by one");
+                for request in group {
+                    self.commit_group(vec![request]);
+                }
+            }
+            Err(GroupFailure::Execute(error)) => {
+                let error = Arc::new(error);
+                warn!(path = %self.path.display(), error = %error, "sqlite write failed");
+                for request in group {
+                    let _ = request
+                        .reply
+                        .send(Err(map_sqlite_error(&self.path, "write", &error)));
+                }
+            }
+        }
+    }
+
+    /// Runs the group in one transaction; returns each request's outcome and the rows written.
+    fn run_group(
+        &mut self,
+        group: &[WriteRequest],
+    ) -> Result<(Vec<Result<(), StoreError>>, usize), GroupFailure> {
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(GroupFailure::Begin)?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut weight = 0;
+        for request in group {
+            let outcome = execute_command(&transaction, &request.command, &mut self.address_buffer)
+                .map_err(GroupFailure::Execute)?;
+            if outcome.is_ok() {
+                weight += request.command.weight();
+            }
+            outcomes.push(outcome);
+        }
+        transaction.commit().map_err(GroupFailure::Execute)?;
+        Ok((outcomes, weight))
+    }
+}
+
+/// Runs one command inside the open transaction. The outer error is a SQLite failure (the
+/// transaction must be abandoned); the inner result is the command's own outcome (a lost
+/// compare-and-set is a normal outcome, not a failure of the group).
+fn execute_command(
+    connection: &Connection,
+    command: &WriteCommand,
+    address_buffer: &mut String,
+) -> Result<Result<(), StoreError>, rusqlite::Error> {
+    match command {
+        WriteCommand::AppendSamples(samples) => {
+            insert_samples(connection, samples, address_buffer)?;
+            Ok(Ok(()))
+        }
+        WriteCommand::AppendAudit(events) => {
+            insert_audit_events(connection, events)?;
+            Ok(Ok(()))
+        }
+        WriteCommand::CompareAndSet {
+            key,
+            expected_opt,
+            new,
+        } => compare_and_set(connection, key, *expected_opt, new),
+    }
+}
+
+/// SQL inserting one presence sample.
+const INSERT_SAMPLE_SQL: &str = "INSERT INTO presence_sample \
+     (segment, at_unix_ms, address, account, event) VALUES (?1, ?2, ?3, ?4, ?5)";
+
+fn insert_samples(
+    connection: &Connection,
+    samples: &[PresenceSample],
+    address_buffer: &mut String,
+) -> Result<(), rusqlite::Error> {
+    let mut statement = connection.prepare_cached(INSERT_SAMPLE_SQL)?;
+    for sample in samples {
+        address_buffer.clear();
+        let _ = write!(address_buffer, "{}", sample.address);
+        statement.execute(params![
+            sample.segment,
+            sample.at_unix_ms,
+            address_buffer.as_str(),
+            sample.account,
+            sample.event.code(),
+        ])?;
+    }
+    Ok(())
+}
+
+fn insert_audit_events(
+    connection: &Connection,
+    events: &[AuditEvent],
+) -> Result<(), rusqlite::Error> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO audit_event \
+         (event_id, entity_kind, entity_id, at_unix_ms, actor, action, detail, msg_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (event_id) DO NOTHING",
+    )?;
+    for event in events {
+        statement.execute(params![
+            event.event_id.as_bytes().as_slice(),
+            event.entity.kind,
+            event.entity.id,
+            event.at_unix_ms,
+            event.actor,
+            event.action,
+            event.detail,
+            event
+                .msg_id_opt
+                .as_ref()
+                .map(|msg_id| msg_id.as_bytes().as_slice()),
+        ])?;
+    }
+    Ok(())
+}
+
+fn compare_and_set(
+    connection: &Connection,
+    key: &EntityKey,
+    expected_opt: Option<StateVersion>,
+    new: &StoredEntityState,
+) -> Result<Result<(), StoreError>, rusqlite::Error> {
+    let current_opt = connection
+        .prepare_cached("SELECT epoch, version FROM entity_state WHERE kind = ?1 AND id = ?2")?
+        .query_row(params![key.kind, key.id], |row| {
+            Ok(StateVersion {
+                epoch: row.get::<_, i64>(0)?.cast_unsigned(),
+                version: row.get::<_, i64>(1)?.cast_unsigned(),
+            })
+        })
+        .optional()?;
+    if current_opt != expected_opt {
+        return Ok(Err(StoreError::Conflict {
+            key: key.clone(),
+            expected_opt,
+            current_opt,
+        }));
+    }
+    connection
+        .prepare_cached(
+            "INSERT INTO entity_state (kind, id, epoch, version, state) \
+             VALUES (?1, ?2, ?3, ?4, ?5) \
+             ON CONFLICT (kind, id) DO UPDATE SET \
+             epoch = excluded.epoch, version = excluded.version, state = excluded.state",
+        )?
+        .execute(params![
+            key.kind,
+            key.id,
+            new.version.epoch.cast_signed(),
+            new.version.version.cast_signed(),
+            new.state,
+        ])?;
+    Ok(Ok(()))
+}

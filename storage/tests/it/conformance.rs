@@ -1,0 +1,934 @@
+//! The storage conformance suite: every case runs against SQLite always and against ScyllaDB
+//! when one is configured, so both backends are held to the same behaviour.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use lanmesh_storage::{
+    AuditEvent, EntityKey, MAX_PAGE_LIMIT, PageCursor, PageRequest, PresenceEvent, PresenceSample,
+    SegmentWindowFigures, StateVersion, StoreError, StoredEntityState, Stores,
+};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+/// Generates one `#[tokio::test]` per conformance case for a backend, opening fresh stores with
+/// `$open(test_name) -> Option<Harness>` (`None` = skipped, reason already printed).
+macro_rules! storage_conformance_suite {
+    ($backend:ident, $open:path) => {
+        storage_conformance_suite!(
+            @cases $backend, $open,
+            [
+                entity_state_load_of_missing_entity_is_none,
+                entity_state_first_save_then_updates_round_trip,
+                entity_state_conflict_reports_current_version,
+                entity_state_update_of_missing_entity_conflicts_with_none,
+                entity_state_stale_epoch_is_fenced,
+                entity_state_non_increasing_version_is_rejected,
+                entity_state_racing_writers_exactly_one_wins,
+                entity_state_keys_are_independent,
+                presence_empty_window_is_all_zero,
+                presence_figures_match_hand_computed_scenarios,
+                presence_window_bounds_and_segment_filter,
+                presence_duplicate_append_changes_nothing,
+                presence_window_across_midnight,
+                presence_samples_round_trip_all_fields,
+                presence_concurrent_appends_are_all_visible,
+                presence_invalid_windows_are_typed_errors,
+                audit_append_then_query_round_trips,
+                audit_append_is_idempotent,
+                audit_paging_visits_every_event_once_in_order,
+                audit_time_range_and_entity_filter,
+                audit_paging_across_months,
+                audit_full_last_page_has_no_next_cursor,
+                audit_cursor_outside_the_window_is_clamped,
+                audit_invalid_page_requests_are_typed_errors,
+            ]
+        );
+    };
+    (@cases $backend:ident, $open:path, [$($case:ident),* $(,)?]) => {
+        mod $backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(harness) = $open(stringify!($case)).await else {
+                        return;
+                    };
+                    super::cases::$case(&harness.stores).await;
+                    harness.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+
+storage_conformance_suite!(sqlite, crate::harness::open_sqlite);
+storage_conformance_suite!(scylla, crate::harness::open_scylla);
+
+/// 2026-11-20T00:00:00Z: a base instant for the cases.
+const BASE_UNIX_MS: i64 = 1_795_132_800_000;
+const DAY_MS: i64 = 86_400_000;
+
+fn state(epoch: u64, version: u64, bytes: &[u8]) -> StoredEntityState {
+    StoredEntityState {
+        version: StateVersion::new(epoch, version),
+        state: bytes.to_vec(),
+    }
+}
+
+fn sample(
+    segment: &str,
+    at_offset_ms: i64,
+    account: &str,
+    octet: u8,
+    event: PresenceEvent,
+) -> PresenceSample {
+    PresenceSample {
+        segment: segment.to_owned(),
+        address: IpAddr::from([10, 1, 2, octet]),
+        account: account.to_owned(),
+        event,
+        at_unix_ms: BASE_UNIX_MS + at_offset_ms,
+    }
+}
+
+fn audit_event(entity: &EntityKey, at_unix_ms: i64, action: &str) -> AuditEvent {
+    AuditEvent {
+        event_id: Uuid::now_v7(),
+        actor: "operator:ops".to_owned(),
+        entity: entity.clone(),
+        action: action.to_owned(),
+        detail: action.as_bytes().to_vec(),
+        at_unix_ms,
+        msg_id_opt: Some(Uuid::now_v7()),
+    }
+}
+
+/// Follows `next_cursor_opt` until the end; returns every page's items.
+async fn all_pages(
+    stores: &Stores,
+    entity: &EntityKey,
+    from_unix_ms: i64,
+    to_unix_ms: i64,
+    limit: u32,
+) -> Vec<Vec<AuditEvent>> {
+    let mut pages = Vec::new();
+    let mut cursor_opt = None;
+    loop {
+        let page = stores
+            .audit
+            .query(
+                entity,
+                from_unix_ms,
+                to_unix_ms,
+                PageRequest { limit, cursor_opt },
+            )
+            .await
+            .unwrap();
+        assert!(page.items.len() <= limit as usize);
+        pages.push(page.items);
+        match page.next_cursor_opt {
+            Some(next) => cursor_opt = Some(next),
+            None => return pages,
+        }
+        assert!(pages.len() < 1000, "paging does not terminate");
+    }
+}
+
+/// Sort order promised by the audit store: time, then event id bytes.
+fn sorted_by_time_then_id(mut events: Vec<AuditEvent>) -> Vec<AuditEvent> {
+    events.sort_by(|left, right| {
+        (left.at_unix_ms, left.event_id.as_bytes())
+            .cmp(&(right.at_unix_ms, right.event_id.as_bytes()))
+    });
+    events
+}
+
+mod cases {
+    use super::*;
+
+    pub async fn entity_state_load_of_missing_entity_is_none(stores: &Stores) {
+        let key = EntityKey::new("user", "nobody");
+        assert_eq!(stores.entity_state.load(&key).await.unwrap(), None);
+    }
+
+    pub async fn entity_state_first_save_then_updates_round_trip(stores: &Stores) {
+        let key = EntityKey::new("user", "alice");
+        stores
+            .entity_state
+            .compare_and_set(&key, None, state(1, 1, b"v1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.entity_state.load(&key).await.unwrap(),
+            Some(state(1, 1, b"v1"))
+        );
+        stores
+            .entity_state
+            .compare_and_set(&key, Some(StateVersion::new(1, 1)), state(1, 2, b"v2"))
+            .await
+            .unwrap();
+        let big = vec![7_u8; 256 * 1024];
+        stores
+            .entity_state
+            .compare_and_set(&key, Some(StateVersion::new(1, 2)), state(1, 3, &big))
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.entity_state.load(&key).await.unwrap(),
+            Some(state(1, 3, &big))
+        );
+        // The whole u64 range is usable.
+        stores
+            .entity_state
+            .compare_and_set(
+                &key,
+                Some(StateVersion::new(1, 3)),
+                state(u64::MAX, u64::MAX, b"max"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.entity_state.load(&key).await.unwrap(),
+            Some(state(u64::MAX, u64::MAX, b"max"))
+        );
+    }
+
+    pub async fn entity_state_conflict_reports_current_version(stores: &Stores) {
+        let key = EntityKey::new("gateway", "g-1");
+        stores
+            .entity_state
+            .compare_and_set(&key, None, state(1, 1, b"first"))
+            .await
+            .unwrap();
+
+        let error = stores
+            .entity_state
+            .compare_and_set(&key, None, state(1, 1, b"again"))
+            .await
+            .unwrap_err();
+        match error {
+            StoreError::Conflict {
+                key: conflict_key,
+                expected_opt,
+                current_opt,
+            } => {
+                assert_eq!(conflict_key, key);
+                assert_eq!(expected_opt, None);
+                assert_eq!(current_opt, Some(StateVersion::new(1, 1)));
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+
+        let error = stores
+            .entity_state
+            .compare_and_set(&key, Some(StateVersion::new(1, 5)), state(1, 6, b"stale"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Conflict { current_opt: Some(current), expected_opt: Some(expected), .. }
+                    if current == StateVersion::new(1, 1) && expected == StateVersion::new(1, 5)
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            stores.entity_state.load(&key).await.unwrap(),
+            Some(state(1, 1, b"first"))
+        );
+    }
+
+    pub async fn entity_state_update_of_missing_entity_conflicts_with_none(stores: &Stores) {
+        let key = EntityKey::new("share", "never-saved");
+        let error = stores
+            .entity_state
+            .compare_and_set(&key, Some(StateVersion::new(1, 1)), state(1, 2, b"x"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Conflict {
+                    current_opt: None,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(stores.entity_state.load(&key).await.unwrap(), None);
+    }
+
+    pub async fn entity_state_stale_epoch_is_fenced(stores: &Stores) {
+        let key = EntityKey::new("ledger", "campaign-1:gateway-9");
+        // Owner A (epoch 1) saves twice.
+        stores
+            .entity_state
+            .compare_and_set(&key, None, state(1, 1, b"a1"))
+            .await
+            .unwrap();
+        stores
+            .entity_state
+            .compare_and_set(&key, Some(StateVersion::new(1, 1)), state(1, 2, b"a2"))
+            .await
+            .unwrap();
+        // Owner B takes over with epoch 2 after loading A's latest state.
+        let loaded = stores.entity_state.load(&key).await.unwrap().unwrap();
+        stores
+            .entity_state
+            .compare_and_set(&key, Some(loaded.version), state(2, 1, b"b1"))
+            .await
+            .unwrap();
+        // A, unaware, saves on top of what it last wrote: fenced.
+        let error = stores
+            .entity_state
+            .compare_and_set(&key, Some(StateVersion::new(1, 2)), state(1, 3, b"a3"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                StoreError::Conflict { current_opt: Some(current), .. }
+                    if current == StateVersion::new(2, 1)
+            ),
+            "{error:?}"
+        );
+        // B continues normally.
+        stores
+            .entity_state
+            .compare_and_set(&key, Some(StateVersion::new(2, 1)), state(2, 2, b"b2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.entity_state.load(&key).await.unwrap(),
+            Some(state(2, 2, b"b2"))
+        );
+    }
+
+    pub async fn entity_state_non_increasing_version_is_rejected(stores: &Stores) {
+        let key = EntityKey::new("user", "bob");
+        stores
+            .entity_state
+            .compare_and_set(&key, None, state(2, 5, b"x"))
+            .await
+            .unwrap();
+        for new in [
+            StateVersion::new(2, 5),
+            StateVersion::new(2, 4),
+            StateVersion::new(1, 9),
+        ] {
+            let error = stores
+                .entity_state
+                .compare_and_set(
+                    &key,
+                    Some(StateVersion::new(2, 5)),
+                    StoredEntityState {
+                        version: new,
+                        state: b"y".to_vec(),
+                    },
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StoreError::NonIncreasingVersion { new: rejected, .. } if rejected == new),
+                "{error:?}"
+            );
+        }
+        assert_eq!(
+            stores.entity_state.load(&key).await.unwrap(),
+            Some(state(2, 5, b"x"))
+        );
+    }
+
+    pub async fn entity_state_racing_writers_exactly_one_wins(stores: &Stores) {
+        for round in 0..20_u64 {
+            let key = EntityKey::new("user", format!("racer-{round}"));
+            // Round 0.. alternates between racing on a missing row and on an existing one.
+            let expected_opt = if round % 2 == 0 {
+                None
+            } else {
+                stores
+                    .entity_state
+                    .compare_and_set(&key, None, state(1, 1, b"base"))
+                    .await
+                    .unwrap();
+                Some(StateVersion::new(1, 1))
+            };
+            let barrier = Arc::new(Barrier::new(2));
+            let writers: Vec<_> = [(2_u64, b"writer-a"), (3_u64, b"writer-b")]
+                .into_iter()
+                .map(|(epoch, bytes)| {
+                    let store = Arc::clone(&stores.entity_state);
+                    let key = key.clone();
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        let outcome = store
+                            .compare_and_set(&key, expected_opt, state(epoch, 1, bytes))
+                            .await;
+                        (epoch, bytes, outcome)
+                    })
+                })
+                .collect();
+            let mut winners = Vec::new();
+            let mut losers = Vec::new();
+            for writer in writers {
+                let (epoch, bytes, outcome) = writer.await.unwrap();
+                match outcome {
+                    Ok(()) => winners.push((epoch, bytes)),
+                    Err(StoreError::Conflict { current_opt, .. }) => losers.push(current_opt),
+                    Err(other) => panic!("unexpected error {other:?}"),
+                }
+            }
+            assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+            let (winner_epoch, winner_bytes) = winners[0];
+            assert_eq!(losers, vec![Some(StateVersion::new(winner_epoch, 1))]);
+            assert_eq!(
+                stores.entity_state.load(&key).await.unwrap(),
+                Some(state(winner_epoch, 1, winner_bytes))
+            );
+        }
+    }
+
+    pub async fn entity_state_keys_are_independent(stores: &Stores) {
+        let user = EntityKey::new("user", "same-id");
+        let gateway = EntityKey::new("gateway", "same-id");
+        stores
+            .entity_state
+            .compare_and_set(&user, None, state(1, 1, b"user"))
+            .await
+            .unwrap();
+        stores
+            .entity_state
+            .compare_and_set(&gateway, None, state(7, 7, b"gateway"))
+            .await
+            .unwrap();
+        assert_eq!(
+            stores.entity_state.load(&user).await.unwrap(),
+            Some(state(1, 1, b"user"))
+        );
+        assert_eq!(
+            stores.entity_state.load(&gateway).await.unwrap(),
+            Some(state(7, 7, b"gateway"))
+        );
+    }
+
+    async fn check_figures(
+        stores: &Stores,
+        segment: &str,
+        (from_offset_ms, to_offset_ms): (i64, i64),
+        expected: (u64, u64, u64, u64),
+    ) {
+        let figures = stores
+            .presence
+            .window_figures(
+                segment,
+                BASE_UNIX_MS + from_offset_ms,
+                BASE_UNIX_MS + to_offset_ms,
+            )
+            .await
+            .unwrap();
+        let (n_logins, n_distinct_accounts, peak_concurrent, online_ms) = expected;
+        assert_eq!(
+            figures,
+            SegmentWindowFigures {
+                n_logins,
+                n_distinct_accounts,
+                peak_concurrent,
+                online_ms
+            },
+            "segment {segment}, window {from_offset_ms}..{to_offset_ms}"
+        );
+    }
+
+    pub async fn presence_empty_window_is_all_zero(stores: &Stores) {
+        check_figures(stores, "10.9.9.0/24", (0, DAY_MS), (0, 0, 0, 0)).await;
+    }
+
+    pub async fn presence_figures_match_hand_computed_scenarios(stores: &Stores) {
+        use PresenceEvent::{Login, Logout, SessionEnd};
+        // Scenario 1, segment A, window [0, 10_000):
+        //   a@1: login 1_000, logout 4_000            -> [1_000, 4_000)   3_000 ms
+        //   b@2: login 2_000, session end 2_500       -> [2_000, 2_500)     500 ms
+        //   c@3: login 3_000, never leaves            -> [3_000, 10_000)  7_000 ms
+        //   a@4: login 3_500 (same account, 2nd host) -> [3_500, 10_000)  6_500 ms
+        //   peak: at 3_500..4_000 a@1, c@3, a@4 -> 3 (b left at 2_500)
+        //   logins 4, accounts {a, b, c} = 3, online 17_000
+        let segment_a = "10.1.2.0/24";
+        stores
+            .presence
+            .append(vec![
+                sample(segment_a, 1_000, "a", 1, Login),
+                sample(segment_a, 2_000, "b", 2, Login),
+                sample(segment_a, 2_500, "b", 2, SessionEnd),
+                sample(segment_a, 3_000, "c", 3, Login),
+                sample(segment_a, 3_500, "a", 4, Login),
+                sample(segment_a, 4_000, "a", 1, Logout),
+            ])
+            .await
+            .unwrap();
+        check_figures(stores, segment_a, (0, 10_000), (4, 3, 3, 17_000)).await;
+        // The same samples through a narrower window [2_200, 3_200):
+        //   b's close at 2_500 has no login inside -> [2_200, 2_500)  300
+        //   c opens at 3_000                        -> [3_000, 3_200)  200
+        //   a@1's login (1_000) and logout (4_000) are outside: invisible
+        //   peak 1, logins 1 (c), accounts {b, c}, online 500
+        check_figures(stores, segment_a, (2_200, 3_200), (1, 2, 1, 500)).await;
+
+        // Scenario 2, segment B: a reconnect at the same instant and a late orphan logout.
+        //   d@5: login 0, session end 5_000 + login 5_000 (replaced), logout 8_000 -> [0, 8_000)
+        //   e@6: logout 6_000 with no login in the window -> [0, 6_000)
+        //   peak 2 over [0, 6_000), logins 2, accounts 2, online 14_000
+        let segment_b = "192.168.7.0/24";
+        stores
+            .presence
+            .append(vec![
+                sample(segment_b, 0, "d", 5, Login),
+                sample(segment_b, 5_000, "d", 5, SessionEnd),
+                sample(segment_b, 5_000, "d", 5, Login),
+                sample(segment_b, 6_000, "e", 6, Logout),
+                sample(segment_b, 8_000, "d", 5, Logout),
+            ])
+            .await
+            .unwrap();
+        check_figures(stores, segment_b, (0, 10_000), (2, 2, 2, 14_000)).await;
+    }
+
+    pub async fn presence_window_bounds_and_segment_filter(stores: &Stores) {
+        use PresenceEvent::Login;
+        let segment = "10.50.0.0/16";
+        stores
+            .presence
+            .append(vec![
+                sample(segment, 999, "before", 1, Login),
+                sample(segment, 1_000, "at-from", 2, Login),
+                sample(segment, 1_999, "last-ms", 3, Login),
+                sample(segment, 2_000, "at-to", 4, Login),
+                sample("10.51.0.0/16", 1_500, "other-segment", 5, Login),
+            ])
+            .await
+            .unwrap();
+        // [1_000, 2_000): at-from online 1_000 ms, last-ms online 1 ms.
+        check_figures(stores, segment, (1_000, 2_000), (2, 2, 2, 1_001)).await;
+        let samples = stores
+            .presence
+            .samples_in_window(segment, BASE_UNIX_MS + 1_000, BASE_UNIX_MS + 2_000)
+            .await
+            .unwrap();
+        let accounts: BTreeSet<String> = samples.into_iter().map(|s| s.account).collect();
+        assert_eq!(
+            accounts,
+            BTreeSet::from(["at-from".to_owned(), "last-ms".to_owned()])
+        );
+    }
+
+    pub async fn presence_duplicate_append_changes_nothing(stores: &Stores) {
+        use PresenceEvent::{Login, Logout};
+        let segment = "172.16.0.0/24";
+        let batch = vec![
+            sample(segment, 100, "a", 1, Login),
+            sample(segment, 300, "a", 1, Logout),
+            sample(segment, 200, "b", 2, Login),
+        ];
+        stores.presence.append(batch.clone()).await.unwrap();
+        check_figures(stores, segment, (0, 1_000), (2, 2, 2, 200 + 800)).await;
+        stores.presence.append(batch).await.unwrap();
+        check_figures(stores, segment, (0, 1_000), (2, 2, 2, 200 + 800)).await;
+    }
+
+    pub async fn presence_window_across_midnight(stores: &Stores) {
+        use PresenceEvent::{Login, Logout};
+        // BASE is a UTC midnight: a session from 23:00 to 01:00 spans two day buckets.
+        let segment = "10.77.0.0/24";
+        let hour_ms = 3_600_000;
+        stores
+            .presence
+            .append(vec![
+                sample(segment, -hour_ms, "night", 1, Login),
+                sample(segment, hour_ms, "night", 1, Logout),
+                sample(segment, DAY_MS + 5, "next-day", 2, Login),
+            ])
+            .await
+            .unwrap();
+        check_figures(
+            stores,
+            segment,
+            (-2 * hour_ms, 2 * hour_ms),
+            (1, 1, 1, 2 * hour_ms as u64),
+        )
+        .await;
+        // Three days [-1 day, 2 days): night 2h, next-day from DAY+5 to 2 days.
+        check_figures(
+            stores,
+            segment,
+            (-DAY_MS, 2 * DAY_MS),
+            (2, 2, 1, 2 * hour_ms as u64 + (DAY_MS - 5) as u64),
+        )
+        .await;
+    }
+
+    pub async fn presence_samples_round_trip_all_fields(stores: &Stores) {
+        let segment = "2001:db8::/64";
+        let written = vec![
+            PresenceSample {
+                segment: segment.to_owned(),
+                address: "2001:db8::1".parse().unwrap(),
+                account: "ünïcode-account".to_owned(),
+                event: PresenceEvent::Login,
+                at_unix_ms: BASE_UNIX_MS + 1,
+            },
+            PresenceSample {
+                segment: segment.to_owned(),
+                address: "2001:db8::2".parse().unwrap(),
+                account: "x".to_owned(),
+                event: PresenceEvent::SessionEnd,
+                at_unix_ms: BASE_UNIX_MS + 2,
+            },
+            PresenceSample {
+                segment: segment.to_owned(),
+                address: "2001:db8::2".parse().unwrap(),
+                account: "x".to_owned(),
+                event: PresenceEvent::Logout,
+                at_unix_ms: BASE_UNIX_MS + 3,
+            },
+        ];
+        stores.presence.append(written.clone()).await.unwrap();
+        stores.presence.append(Vec::new()).await.unwrap();
+        let mut read = stores
+            .presence
+            .samples_in_window(segment, BASE_UNIX_MS, BASE_UNIX_MS + 10)
+            .await
+            .unwrap();
+        read.sort_by_key(|sample| sample.at_unix_ms);
+        assert_eq!(read, written);
+    }
+
+    pub async fn presence_concurrent_appends_are_all_visible(stores: &Stores) {
+        let segment = "10.88.0.0/24";
+        let writers: Vec<_> = (0..8_u8)
+            .map(|writer| {
+                let store = Arc::clone(&stores.presence);
+                tokio::spawn(async move {
+                    for batch in 0..5_i64 {
+                        let samples = (0..10_i64)
+                            .map(|index| {
+                                sample(
+                                    segment,
+                                    batch * 100 + index,
+                                    &format!("w{writer}-b{batch}-i{index}"),
+                                    writer,
+                                    PresenceEvent::Login,
+                                )
+                            })
+                            .collect();
+                        store.append(samples).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let figures = stores
+            .presence
+            .window_figures(segment, BASE_UNIX_MS, BASE_UNIX_MS + 1_000)
+            .await
+            .unwrap();
+        assert_eq!(figures.n_logins, 400);
+        assert_eq!(figures.n_distinct_accounts, 400);
+        assert_eq!(figures.peak_concurrent, 400);
+    }
+
+    pub async fn presence_invalid_windows_are_typed_errors(stores: &Stores) {
+        let error = stores
+            .presence
+            .window_figures("10.0.0.0/8", BASE_UNIX_MS + 1, BASE_UNIX_MS)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, StoreError::InvalidWindow { .. }),
+            "{error:?}"
+        );
+        let error = stores
+            .presence
+            .samples_in_window("10.0.0.0/8", 0, 400 * DAY_MS)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, StoreError::WindowTooLong { max_days: 366, .. }),
+            "{error:?}"
+        );
+    }
+
+    pub async fn audit_append_then_query_round_trips(stores: &Stores) {
+        let entity = EntityKey::new("campaign", "c-1");
+        let mut without_msg = audit_event(&entity, BASE_UNIX_MS + 10, "campaign.created");
+        without_msg.msg_id_opt = None;
+        without_msg.detail = vec![0, 159, 146, 150, 255];
+        let with_msg = audit_event(&entity, BASE_UNIX_MS + 20, "campaign.started");
+        stores
+            .audit
+            .append(vec![with_msg.clone(), without_msg.clone()])
+            .await
+            .unwrap();
+        stores.audit.append(Vec::new()).await.unwrap();
+        let page = stores
+            .audit
+            .query(
+                &entity,
+                BASE_UNIX_MS,
+                BASE_UNIX_MS + 1_000,
+                PageRequest::first(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items, vec![without_msg, with_msg]);
+        assert_eq!(page.next_cursor_opt, None);
+    }
+
+    pub async fn audit_append_is_idempotent(stores: &Stores) {
+        let entity = EntityKey::new("ledger", "l-1");
+        let first = audit_event(&entity, BASE_UNIX_MS + 1, "quota.claimed");
+        let second = audit_event(&entity, BASE_UNIX_MS + 2, "quota.posted");
+        stores
+            .audit
+            .append(vec![first.clone(), first.clone()])
+            .await
+            .unwrap();
+        stores
+            .audit
+            .append(vec![first.clone(), second.clone()])
+            .await
+            .unwrap();
+        stores.audit.append(vec![second.clone()]).await.unwrap();
+        let page = stores
+            .audit
+            .query(
+                &entity,
+                BASE_UNIX_MS,
+                BASE_UNIX_MS + 10,
+                PageRequest::first(100),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items, vec![first, second]);
+    }
+
+    pub async fn audit_paging_visits_every_event_once_in_order(stores: &Stores) {
+        let entity = EntityKey::new("user", "paged");
+        // 25 events on 9 distinct instants: ties must be ordered by event id and never split
+        // or repeated across pages.
+        let events: Vec<AuditEvent> = (0..25_i64)
+            .map(|index| audit_event(&entity, BASE_UNIX_MS + (index % 9) * 1_000, "user.updated"))
+            .collect();
+        // Append in two calls and in reverse order: storage order must not matter.
+        let (head, tail) = events.split_at(12);
+        stores
+            .audit
+            .append(tail.iter().rev().cloned().collect())
+            .await
+            .unwrap();
+        stores.audit.append(head.to_vec()).await.unwrap();
+
+        let pages = all_pages(stores, &entity, BASE_UNIX_MS, BASE_UNIX_MS + DAY_MS, 7).await;
+        let page_sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(page_sizes, vec![7, 7, 7, 4]);
+        let visited: Vec<AuditEvent> = pages.into_iter().flatten().collect();
+        assert_eq!(visited, sorted_by_time_then_id(events));
+    }
+
+    pub async fn audit_time_range_and_entity_filter(stores: &Stores) {
+        let entity = EntityKey::new("gateway", "gw-7");
+        let other = EntityKey::new("gateway", "gw-8");
+        let before = audit_event(&entity, BASE_UNIX_MS - 1, "before");
+        let at_from = audit_event(&entity, BASE_UNIX_MS, "at-from");
+        let inside = audit_event(&entity, BASE_UNIX_MS + 500, "inside");
+        let at_to = audit_event(&entity, BASE_UNIX_MS + 1_000, "at-to");
+        let other_entity = audit_event(&other, BASE_UNIX_MS + 500, "other");
+        stores
+            .audit
+            .append(vec![
+                before,
+                at_from.clone(),
+                inside.clone(),
+                at_to,
+                other_entity,
+            ])
+            .await
+            .unwrap();
+        let page = stores
+            .audit
+            .query(
+                &entity,
+                BASE_UNIX_MS,
+                BASE_UNIX_MS + 1_000,
+                PageRequest::first(50),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items, vec![at_from, inside]);
+        let empty = stores
+            .audit
+            .query(
+                &entity,
+                BASE_UNIX_MS + 1,
+                BASE_UNIX_MS + 1,
+                PageRequest::first(50),
+            )
+            .await
+            .unwrap();
+        assert!(empty.items.is_empty() && empty.next_cursor_opt.is_none());
+    }
+
+    pub async fn audit_paging_across_months(stores: &Stores) {
+        let entity = EntityKey::new("share", "s-months");
+        // Three events in each of November, December 2026 and February 2027 (January empty).
+        let months_ms = [0, 20 * DAY_MS, 80 * DAY_MS];
+        let mut events = Vec::new();
+        for month_start in months_ms {
+            for index in 0..3 {
+                events.push(audit_event(
+                    &entity,
+                    BASE_UNIX_MS + month_start + index,
+                    "share.used",
+                ));
+            }
+        }
+        stores.audit.append(events.clone()).await.unwrap();
+        let pages = all_pages(
+            stores,
+            &entity,
+            BASE_UNIX_MS - DAY_MS,
+            BASE_UNIX_MS + 100 * DAY_MS,
+            2,
+        )
+        .await;
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 2, 2, 1]
+        );
+        let visited: Vec<AuditEvent> = pages.into_iter().flatten().collect();
+        assert_eq!(visited, sorted_by_time_then_id(events.clone()));
+        // A window starting in December sees December and February only.
+        let december_on = all_pages(
+            stores,
+            &entity,
+            BASE_UNIX_MS + 20 * DAY_MS,
+            BASE_UNIX_MS + 100 * DAY_MS,
+            10,
+        )
+        .await
+        .concat();
+        assert_eq!(december_on, sorted_by_time_then_id(events)[3..].to_vec());
+    }
+
+    pub async fn audit_full_last_page_has_no_next_cursor(stores: &Stores) {
+        let entity = EntityKey::new("user", "exact");
+        let events: Vec<AuditEvent> = (0..4_i64)
+            .map(|index| audit_event(&entity, BASE_UNIX_MS + index, "user.updated"))
+            .collect();
+        stores.audit.append(events.clone()).await.unwrap();
+        let page = stores
+            .audit
+            .query(
+                &entity,
+                BASE_UNIX_MS,
+                BASE_UNIX_MS + 10,
+                PageRequest::first(4),
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items, events);
+        assert_eq!(page.next_cursor_opt, None);
+        let pages = all_pages(stores, &entity, BASE_UNIX_MS, BASE_UNIX_MS + 10, 2).await;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2]);
+    }
+
+    pub async fn audit_cursor_outside_the_window_is_clamped(stores: &Stores) {
+        let entity = EntityKey::new("user", "clamped");
+        let events: Vec<AuditEvent> = (0..6_i64)
+            .map(|index| audit_event(&entity, BASE_UNIX_MS + index * 1_000, "user.updated"))
+            .collect();
+        stores.audit.append(events.clone()).await.unwrap();
+        // A cursor after the third event (at +2_000).
+        let first_page = stores
+            .audit
+            .query(
+                &entity,
+                BASE_UNIX_MS,
+                BASE_UNIX_MS + 10_000,
+                PageRequest::first(3),
+            )
+            .await
+            .unwrap();
+        let cursor = first_page.next_cursor_opt.unwrap();
+        let with_cursor = |from_offset_ms: i64, to_offset_ms: i64| {
+            let store = Arc::clone(&stores.audit);
+            let entity = entity.clone();
+            let cursor = cursor.clone();
+            async move {
+                store
+                    .query(
+                        &entity,
+                        BASE_UNIX_MS + from_offset_ms,
+                        BASE_UNIX_MS + to_offset_ms,
+                        PageRequest {
+                            limit: 10,
+                            cursor_opt: Some(cursor),
+                        },
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        // The window ends at the cursor: nothing is left.
+        let page = with_cursor(0, 2_001).await;
+        assert!(
+            page.items.is_empty() && page.next_cursor_opt.is_none(),
+            "{page:?}"
+        );
+        // The window starts after the cursor: the window's start wins.
+        let page = with_cursor(4_000, 10_000).await;
+        assert_eq!(page.items, events[4..].to_vec());
+        // The cursor inside the window: strictly after it.
+        let page = with_cursor(0, 10_000).await;
+        assert_eq!(page.items, events[3..].to_vec());
+    }
+
+    pub async fn audit_invalid_page_requests_are_typed_errors(stores: &Stores) {
+        let entity = EntityKey::new("user", "invalid");
+        let query = |page: PageRequest| {
+            let store = Arc::clone(&stores.audit);
+            let entity = entity.clone();
+            async move { store.query(&entity, 0, 10, page).await.unwrap_err() }
+        };
+        let error = query(PageRequest::first(0)).await;
+        assert!(
+            matches!(error, StoreError::InvalidPageLimit { limit: 0, .. }),
+            "{error:?}"
+        );
+        let error = query(PageRequest::first(MAX_PAGE_LIMIT + 1)).await;
+        assert!(
+            matches!(error, StoreError::InvalidPageLimit { .. }),
+            "{error:?}"
+        );
+        let error = query(PageRequest {
+            limit: 10,
+            cursor_opt: Some(PageCursor::from_string("not-a-cursor".to_owned())),
+        })
+        .await;
+        assert!(
+            matches!(error, StoreError::InvalidCursor { .. }),
+            "{error:?}"
+        );
+        let error = stores
+            .audit
+            .query(&entity, 10, 0, PageRequest::first(1))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, StoreError::InvalidWindow { .. }),
+            "{error:?}"
+        );
+    }
+}
