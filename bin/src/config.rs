@@ -169,10 +169,10 @@ pub enum ConfigError {
     Storage(String),
 }
 
-fn invalid(key: &'static str, value: impl ToString, problem: impl Into<String>) -> ConfigError {
+fn invalid(key: &'static str, value: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
-        value: value.to_string(),
+        value: value.into(),
         problem: problem.into(),
     }
 }
@@ -247,7 +247,7 @@ impl NodeConfig {
         if self.cluster.n_shards == 0 {
             return Err(invalid(
                 "cluster.n_shards",
-                0,
+                "0",
                 "must be between 1 and 65535",
             ));
         }
@@ -263,15 +263,15 @@ impl NodeConfig {
             })?;
         }
         if self.bus.prefetch == 0 {
-            return Err(invalid("bus.prefetch", 0, "must be between 1 and 65535"));
+            return Err(invalid("bus.prefetch", "0", "must be between 1 and 65535"));
         }
         if self.bus.delivery_limit == 0 {
-            return Err(invalid("bus.delivery_limit", 0, "must be at least 1"));
+            return Err(invalid("bus.delivery_limit", "0", "must be at least 1"));
         }
         if !(1024..=64 * 1024 * 1024).contains(&self.bus.max_frame_bytes) {
             return Err(invalid(
                 "bus.max_frame_bytes",
-                self.bus.max_frame_bytes,
+                self.bus.max_frame_bytes.to_string(),
                 "must be between 1024 and 67108864",
             ));
         }

@@ -1,5 +1,9 @@
 //! The binaries' command lines. (Having integration tests here also makes cargo build the real
 //! executables, which the workspace integration suite starts as processes.)
+#![allow(
+    clippy::expect_used,
+    reason = "a binary that does not run fails the test"
+)]
 
 use std::process::Command;
 

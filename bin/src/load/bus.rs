@@ -180,7 +180,10 @@ async fn raw_lapin_round(settings: &BusBenchSettings) -> anyhow::Result<Measurem
     }
     arrivals.wait_all(ROUND_TIMEOUT).await?;
     let elapsed = started.elapsed();
-    consuming.abort();
+    // Close the channel rather than dropping the consumer: a dropped lapin consumer sends its
+    // own basic.cancel, which races the queue deletion below.
+    consume_channel.close(200, "done".into()).await?;
+    consuming.await?;
     publish_channel
         .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
         .await?;
