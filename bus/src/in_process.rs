@@ -36,7 +36,7 @@ impl Default for InProcessConfig {
 }
 
 struct StoredMessage {
-    envelope: Envelope,
+    envelope: Arc<Envelope>,
     delivery_count: u32,
     expires_at_unix_ms_opt: Option<u64>,
     dead_letter_reason_opt: Option<String>,
@@ -53,6 +53,11 @@ struct QueueState {
 struct Queue {
     state: Mutex<QueueState>,
     changed: Notify,
+    /// Consumers parked on `changed`. A publisher wakes them only when this is non-zero: a
+    /// consumer counts itself (and registers with `changed`) before it looks at the queue
+    /// under the lock, and a publisher reads it after pushing under the same lock, so a
+    /// consumer that saw the queue empty is always seen here.
+    n_parked: std::sync::atomic::AtomicUsize,
 }
 
 impl Queue {
@@ -66,7 +71,9 @@ impl Queue {
 
     fn push_back(&self, message: StoredMessage) {
         self.lock().ready.push_back(message);
-        self.changed.notify_waiters();
+        if self.n_parked.load(Ordering::SeqCst) > 0 {
+            self.changed.notify_waiters();
+        }
     }
 }
 
@@ -169,7 +176,7 @@ impl Transport for InProcessTransport {
             now_unix_ms().saturating_add(expiration_ms)
         });
         queue.push_back(StoredMessage {
-            envelope,
+            envelope: Arc::new(envelope),
             delivery_count: 0,
             expires_at_unix_ms_opt,
             dead_letter_reason_opt: None,
@@ -243,6 +250,22 @@ impl Transport for InProcessTransport {
     }
 }
 
+/// Counts a consumer in [`Queue::n_parked`] while it waits.
+struct ParkedGuard<'a>(&'a Queue);
+
+impl<'a> ParkedGuard<'a> {
+    fn park(queue: &'a Queue) -> Self {
+        queue.n_parked.fetch_add(1, Ordering::SeqCst);
+        Self(queue)
+    }
+}
+
+impl Drop for ParkedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.n_parked.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 struct Consumer {
     shared: Arc<Shared>,
     queue: Arc<Queue>,
@@ -255,14 +278,15 @@ impl Consumer {
     async fn run(self, mut stop_signal: StopSignal) {
         while let Some(message) = self.next_message(&mut stop_signal).await {
             let delivery = Delivery {
-                envelope: message.envelope.clone(),
+                envelope: Arc::clone(&message.envelope),
                 delivery_count: message.delivery_count,
                 dead_letter_reason_opt: message.dead_letter_reason_opt.clone(),
             };
             let outcome = tokio::select! {
+                // The handler first: one that finishes at once never waits on the stop signal.
                 biased;
-                () = stop_signal.aborted() => None,
                 outcome = self.handler.handle(delivery) => Some(outcome),
+                () = stop_signal.aborted() => None,
             };
             match outcome {
                 Some(HandlerOutcome::Ack) => TransportStats::bump(&self.shared.stats.acked),
@@ -283,32 +307,50 @@ impl Consumer {
     /// subscription is stopped or the transport closed.
     async fn next_message(&self, stop_signal: &mut StopSignal) -> Option<StoredMessage> {
         loop {
+            if self.is_stopping(stop_signal) {
+                return None;
+            }
+            if let Some(message) = self.try_pop() {
+                return Some(message);
+            }
+            // Nothing ready: register for a wake-up, count as parked, then look once more so a
+            // publish between the first look and the registration is not missed.
             let changed = self.queue.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if stop_signal.mode() != StopMode::Running || self.shared.closed.load(Ordering::Acquire)
-            {
+            let _parked = ParkedGuard::park(&self.queue);
+            if self.is_stopping(stop_signal) {
                 return None;
             }
-            {
-                let mut state = self.queue.lock();
-                if state.consumer_ids.front() == Some(&self.consumer_id) {
-                    let now = now_unix_ms();
-                    while let Some(message) = state.ready.pop_front() {
-                        let expired = message
-                            .expires_at_unix_ms_opt
-                            .is_some_and(|expires_at| expires_at < now);
-                        if !expired {
-                            return Some(message);
-                        }
-                    }
-                }
+            if let Some(message) = self.try_pop() {
+                return Some(message);
             }
             tokio::select! {
                 () = &mut changed => {}
                 _ = stop_signal.stopped() => return None,
             }
         }
+    }
+
+    fn is_stopping(&self, stop_signal: &StopSignal) -> bool {
+        stop_signal.mode() != StopMode::Running || self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Takes the next unexpired message if this consumer is the active one.
+    fn try_pop(&self) -> Option<StoredMessage> {
+        let mut state = self.queue.lock();
+        if state.consumer_ids.front() != Some(&self.consumer_id) {
+            return None;
+        }
+        while let Some(message) = state.ready.pop_front() {
+            let expired = message
+                .expires_at_unix_ms_opt
+                .is_some_and(|expires_at| expires_at < now_unix_ms());
+            if !expired {
+                return Some(message);
+            }
+        }
+        None
     }
 
     fn leave(&self) {

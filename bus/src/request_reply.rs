@@ -59,7 +59,7 @@ pub enum RequestError {
     },
 }
 
-type PendingReplies = HashMap<Uuid, oneshot::Sender<Envelope>>;
+type PendingReplies = HashMap<Uuid, oneshot::Sender<Arc<Envelope>>>;
 
 /// Sends requests from one node and matches the replies that come back to its inbox.
 pub struct Requester {
@@ -138,7 +138,7 @@ impl Requester {
             tokio::select! {
                 reply = &mut reply_receiver => {
                     if let Ok(reply) = reply {
-                        return Ok(reply);
+                        return Ok(Arc::unwrap_or_clone(reply));
                     }
                 }
                 () = tokio::time::sleep_until(attempt_deadline) => {}
@@ -154,7 +154,7 @@ impl Requester {
     }
 
     /// Completes the waiting request if `envelope` is a reply; returns it otherwise.
-    pub fn accept(&self, envelope: Envelope) -> Option<Envelope> {
+    pub fn accept(&self, envelope: Arc<Envelope>) -> Option<Arc<Envelope>> {
         let Some(correlation_id) = envelope.correlation_id_opt else {
             return Some(envelope);
         };

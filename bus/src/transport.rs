@@ -91,8 +91,8 @@ pub const DEAD_LETTER_DELIVERY_LIMIT: &str = "delivery_limit";
 /// One message handed to a handler.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// The message.
-    pub envelope: Envelope,
+    /// The message (shared: a transport may keep it for redelivery while the handler runs).
+    pub envelope: Arc<Envelope>,
     /// How many times it was delivered before without being acknowledged.
     pub delivery_count: u32,
     /// For a dead letter: why it was dead-lettered (`rejected`, `delivery_limit`, ...).

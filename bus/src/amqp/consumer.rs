@@ -235,7 +235,7 @@ impl AmqpConsumer {
             };
             let headers = amqp_delivery.properties.headers();
             let delivery = Delivery {
-                envelope,
+                envelope: Arc::new(envelope),
                 delivery_count: header(headers, "x-delivery-count")
                     .and_then(header_count)
                     .unwrap_or(u32::from(amqp_delivery.redelivered)),
@@ -243,9 +243,10 @@ impl AmqpConsumer {
                     .and_then(header_text),
             };
             let outcome = tokio::select! {
+                // The handler first: one that finishes at once never waits on the stop signal.
                 biased;
-                () = stop_signal.aborted() => None,
                 outcome = self.handler.handle(delivery) => Some(outcome),
+                () = stop_signal.aborted() => None,
             };
             let settled = match outcome {
                 None => {
