@@ -366,15 +366,7 @@ fn read_only_directory_is_a_typed_error_and_data_survives() {
                 return;
             }
         };
-        let lines = ChildLines::start(&mut child, Duration::from_secs(60));
-        let mut child_ok = false;
-        loop {
-            match lines.next() {
-                NextLine::Line(line) => child_ok |= line.ends_with("read-only child ok"),
-                NextLine::End => break,
-                NextLine::TimedOut => panic!("read-only child did not finish"),
-            }
-        }
+        let child_ok = child_printed(&mut child, "read-only child ok", Duration::from_secs(60));
         let status = child.wait().unwrap();
         assert!(
             status.success() && child_ok,
@@ -462,15 +454,7 @@ fn full_filesystem_is_storage_full_and_acknowledged_data_survives() {
             return;
         }
     };
-    let lines = ChildLines::start(&mut child, Duration::from_secs(120));
-    let mut child_ok = false;
-    loop {
-        match lines.next() {
-            NextLine::Line(line) => child_ok |= line.ends_with("full-disk child ok"),
-            NextLine::End => break,
-            NextLine::TimedOut => panic!("full-disk child did not finish"),
-        }
-    }
+    let child_ok = child_printed(&mut child, "full-disk child ok", Duration::from_secs(120));
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() && !child_ok {
@@ -489,4 +473,19 @@ fn full_filesystem_is_storage_full_and_acknowledged_data_survives() {
     }
     eprint!("{stderr}");
     assert!(child_ok, "full-disk child did not confirm");
+}
+
+/// Reads the child's output until it exits; whether it printed a line ending with `marker`.
+fn child_printed(child: &mut std::process::Child, marker: &str, timeout: Duration) -> bool {
+    let lines = ChildLines::start(child, timeout);
+    let mut printed = false;
+    loop {
+        match lines.next() {
+            NextLine::Line(line) => printed |= line.ends_with(marker),
+            NextLine::End => return printed,
+            NextLine::TimedOut => {
+                panic!("child did not finish within {timeout:?}, awaiting {marker:?}")
+            }
+        }
+    }
 }
