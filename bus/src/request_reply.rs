@@ -104,9 +104,8 @@ impl Requester {
         policy: &RequestPolicy,
     ) -> Result<Envelope, RequestError> {
         let deadline = Instant::now() + policy.total_timeout;
-        let total_ms = u64::try_from(policy.total_timeout.as_millis()).unwrap_or(u64::MAX);
+        request = request.with_timeout(policy.total_timeout);
         request.reply_to_opt = Some(self.node_id.clone());
-        request.deadline_unix_ms_opt = Some(now_unix_ms().saturating_add(total_ms));
         let (reply_sender, mut reply_receiver) = oneshot::channel();
         self.pending().insert(request.msg_id, reply_sender);
         let _guard = PendingGuard {

@@ -24,16 +24,6 @@ impl ShardMap {
         (n_shards > 0).then_some(Self { n_shards })
     }
 
-    /// The number of shards.
-    pub fn n_shards(&self) -> u16 {
-        self.n_shards
-    }
-
-    /// Every shard id, in order.
-    pub fn shards(&self) -> impl Iterator<Item = ShardId> + use<> {
-        (0..self.n_shards).map(ShardId)
-    }
-
     /// The shard that owns `address`.
     pub fn shard_for(&self, address: &EntityAddress) -> ShardId {
         let hash = stable_hash(&address.kind, &address.id);

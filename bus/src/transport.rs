@@ -287,11 +287,6 @@ impl Subscription {
         self.stop(StopMode::Abort)
     }
 
-    /// Whether the subscription has stopped by itself (transport closed).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
-
     fn stop(self, mode: StopMode) -> impl Future<Output = ()> + Send + 'static {
         let Self { stop_sender, task } = self;
         stop_sender.send_replace(mode);

@@ -128,11 +128,6 @@ impl AmqpTransport {
             .map_err(|error| wait_error(error, "broker", timeout))
     }
 
-    /// The topology this transport declares.
-    pub fn topology(&self) -> &Topology {
-        &self.shared.topology
-    }
-
     /// Deletes this cluster's queues and exchanges (tests, decommissioning).
     pub async fn delete_topology(&self) -> Result<(), TransportError> {
         let link = self.shared.link.current().ok_or(TransportError::Closed)?;
