@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// `cluster.*`
     pub cluster: ClusterSection,
+    /// `host.*`
+    pub host: HostSection,
     /// `http.*`
     pub http: HttpSection,
     /// `bus.*`
@@ -67,6 +69,12 @@ pub struct ClusterSection {
     pub name: String,
     /// `cluster.n_shards`: number of shards; never change it on a running cluster.
     pub n_shards: u16,
+    /// `cluster.heartbeat_interval_ms`: how often each node announces itself.
+    pub heartbeat_interval_ms: u64,
+    /// `cluster.missed_heartbeats`: silent intervals after which a node is declared failed.
+    pub missed_heartbeats: u32,
+    /// `cluster.handoff_timeout_ms`: how long a new owner waits for a live owner's handoff.
+    pub handoff_timeout_ms: u64,
 }
 
 impl Default for ClusterSection {
@@ -74,6 +82,28 @@ impl Default for ClusterSection {
         Self {
             name: "lanmesh".to_owned(),
             n_shards: lanmesh_bus::shard_map::DEFAULT_N_SHARDS,
+            heartbeat_interval_ms: 1000,
+            missed_heartbeats: 3,
+            handoff_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `host.*`: the entity actors of this node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSection {
+    /// `host.passivate_after_idle_ms`: an entity idle this long is stopped.
+    pub passivate_after_idle_ms: u64,
+    /// `host.max_live_entities`: most entity actors alive at once.
+    pub max_live_entities: usize,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        Self {
+            passivate_after_idle_ms: 300_000,
+            max_live_entities: 100_000,
         }
     }
 }
@@ -177,6 +207,22 @@ fn invalid(key: &'static str, value: impl Into<String>, problem: impl Into<Strin
     }
 }
 
+fn check_range(
+    key: &'static str,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            value.to_string(),
+            format!("must be between {} and {}", range.start(), range.end()),
+        ))
+    }
+}
+
 /// A configuration that passed validation, with its values parsed.
 #[derive(Debug, Clone)]
 pub struct ValidatedConfig {
@@ -251,6 +297,32 @@ impl NodeConfig {
                 "must be between 1 and 65535",
             ));
         }
+        let cluster = &self.cluster;
+        check_range(
+            "cluster.heartbeat_interval_ms",
+            cluster.heartbeat_interval_ms,
+            10..=60_000,
+        )?;
+        check_range(
+            "cluster.missed_heartbeats",
+            u64::from(cluster.missed_heartbeats),
+            2..=100,
+        )?;
+        check_range(
+            "cluster.handoff_timeout_ms",
+            cluster.handoff_timeout_ms,
+            100..=600_000,
+        )?;
+        check_range(
+            "host.passivate_after_idle_ms",
+            self.host.passivate_after_idle_ms,
+            10..=86_400_000,
+        )?;
+        check_range(
+            "host.max_live_entities",
+            u64::try_from(self.host.max_live_entities).unwrap_or(u64::MAX),
+            1..=100_000_000,
+        )?;
         if let Some(url) = &self.bus.amqp_url {
             url.parse::<lapin::uri::AMQPUri>().map_err(|problem| {
                 invalid(
@@ -399,6 +471,21 @@ mod tests {
             &["cluster.n_shards"],
         );
         check_error(&[("LANMESH__BUS__PREFETCH", "0")], &["bus.prefetch"]);
+        check_error(
+            &[("LANMESH__CLUSTER__MISSED_HEARTBEATS", "1")],
+            &[
+                "cluster.missed_heartbeats = \"1\"",
+                "must be between 2 and 100",
+            ],
+        );
+        check_error(
+            &[("LANMESH__CLUSTER__HEARTBEAT_INTERVAL_MS", "5")],
+            &["cluster.heartbeat_interval_ms", "between 10 and 60000"],
+        );
+        check_error(
+            &[("LANMESH__HOST__MAX_LIVE_ENTITIES", "0")],
+            &["host.max_live_entities"],
+        );
         check_error(
             &[("LANMESH__LOG__FORMAT", "xml")],
             &["log.format = \"xml\"", "must be human or json"],

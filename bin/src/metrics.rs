@@ -3,6 +3,7 @@
 //! Bus counters live in the transport as atomics; a collector reads them at scrape time, so
 //! the bus crate does not depend on a metrics library.
 
+use lanmesh_actors::host::metrics::HostMetrics;
 use lanmesh_bus::transport::TransportStats;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -88,10 +89,11 @@ impl Collector for BusCollector {
     }
 }
 
-/// Builds the node's registry.
+/// Builds the node's registry: build info, the bus counters and the entity layer's metrics.
 pub fn node_registry(
     stats: Arc<TransportStats>,
     is_ready: impl Fn() -> bool + Send + Sync + 'static,
+    host_metrics: &HostMetrics,
 ) -> Registry {
     let mut registry = Registry::default();
     registry
@@ -105,6 +107,7 @@ pub fn node_registry(
         stats,
         is_ready: Box::new(is_ready),
     }));
+    host_metrics.register(&mut registry);
     registry
 }
 
@@ -125,13 +128,27 @@ mod tests {
         TransportStats::bump(&stats.published);
         TransportStats::bump(&stats.published);
         TransportStats::bump(&stats.reconnects);
-        let registry = node_registry(Arc::clone(&stats), || true);
+        let host_metrics = HostMetrics::default();
+        host_metrics.shards_owned.set(12);
+        host_metrics.duplicates_dropped.inc();
+        host_metrics.takeover_seconds.observe(3.2);
+        let registry = node_registry(Arc::clone(&stats), || true, &host_metrics);
         let text = render(&registry).unwrap();
         assert!(text.contains("lanmesh_bus_published_total 2"), "{text}");
         assert!(text.contains("lanmesh_bus_reconnects_total 1"), "{text}");
         assert!(text.contains("lanmesh_bus_connected 1"), "{text}");
         assert!(text.contains("# HELP lanmesh_bus_acked"), "{text}");
         assert!(text.contains("lanmesh_build_info{version=\""), "{text}");
+        assert!(text.contains("lanmesh_shards_owned 12"), "{text}");
+        assert!(
+            text.contains("lanmesh_duplicates_dropped_total 1"),
+            "{text}"
+        );
+        assert!(text.contains("lanmesh_takeover_seconds_count 1"), "{text}");
+        assert!(
+            text.contains("lanmesh_takeover_seconds_bucket{le=\"4.0\"} 1"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 }

@@ -1,20 +1,34 @@
-//! The node: composes storage, the bus and the HTTP listener, and runs them until SIGTERM.
+//! The node: composes storage, the bus, membership, the entity host and the HTTP listener,
+//! and runs them until SIGTERM.
 //!
 //! Start-up order: data directory and node id → storage → bus (in-process, or RabbitMQ when
-//! `bus.amqp_url` is set) → this node's inbox → HTTP. The node serves `/healthz` as soon as it
-//! listens; `/readyz` answers 200 only while the bus is connected. Shutdown (SIGTERM or
-//! SIGINT) runs the same steps backwards: stop accepting HTTP, finish the inbox delivery in
-//! hand, close the bus connection.
+//! `bus.amqp_url` is set) → this node's inbox → membership (heartbeats) → entity host and
+//! shard ownership → HTTP. The node serves `/healthz` as soon as it listens; `/readyz` answers
+//! 200 only while the bus is connected. It owns shards once membership has settled (one
+//! failure timeout after start). Shutdown (SIGTERM or SIGINT) runs the steps backwards: stop
+//! accepting HTTP, announce leaving, hand every shard off, stop heartbeating, finish the
+//! inbox delivery in hand, close the bus connection.
 
 use crate::config::ValidatedConfig;
 use anyhow::Context;
+use lanmesh_actors::entities::probe::ProbeEntity;
+use lanmesh_actors::host::entity_host::{EntityHost, HostConfig, HostDependencies, HostedKinds};
+use lanmesh_actors::host::lease::LeaseStore;
+use lanmesh_actors::host::metrics::HostMetrics;
+use lanmesh_actors::host::ownership::{self, OwnershipConfig, OwnershipDependencies};
 use lanmesh_bus::amqp::{AmqpConfig, AmqpTransport};
 use lanmesh_bus::codec::FrameLimits;
 use lanmesh_bus::in_process::{InProcessConfig, InProcessTransport};
+use lanmesh_bus::membership::{Membership, MembershipConfig};
 use lanmesh_bus::request_reply::Requester;
+use lanmesh_bus::shard_map::ShardMap;
 use lanmesh_bus::{Delivery, HandlerOutcome, NodeId, Source, Transport, handler_fn};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How often shard ownership re-checks leases it is waiting for.
+const LEASE_RECHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Name of the file in `node.data_dir` that keeps a generated node id across restarts.
 const NODE_ID_FILE: &str = "node-id";
@@ -85,7 +99,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
     };
     tracing::info!(node = %node_id, version = env!("CARGO_PKG_VERSION"), "starting lanmesh node");
 
-    let _stores = lanmesh_storage::open(&raw.storage)
+    let stores = lanmesh_storage::open(&raw.storage)
         .await
         .context("cannot open storage")?;
 
@@ -105,6 +119,54 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         .await
         .context("cannot subscribe to this node's inbox")?;
 
+    let membership_config = MembershipConfig {
+        heartbeat_interval: Duration::from_millis(raw.cluster.heartbeat_interval_ms),
+        missed_heartbeats: raw.cluster.missed_heartbeats,
+    };
+    let membership = Membership::start(node_id.clone(), Arc::clone(&transport), membership_config)
+        .await
+        .context("cannot start cluster membership")?;
+
+    let host_metrics = HostMetrics::default();
+    let shard_map = ShardMap::new(raw.cluster.n_shards).context("cluster.n_shards is zero")?;
+    // One actor thread per core; entities are spread over them by address.
+    let n_arbiters = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let arbiters: Vec<actix::Arbiter> = (0..n_arbiters).map(|_| actix::Arbiter::new()).collect();
+    let (fenced_sender, fenced_receiver) = tokio::sync::mpsc::unbounded_channel();
+    let host = EntityHost::new(
+        HostDependencies {
+            node_id: node_id.clone(),
+            transport: Arc::clone(&transport),
+            store: Arc::clone(&stores.entity_state),
+            shard_map,
+            arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
+            metrics: host_metrics.clone(),
+            fenced_shards: fenced_sender,
+        },
+        HostedKinds::default().with::<ProbeEntity>(),
+        HostConfig {
+            passivate_after_idle: Duration::from_millis(raw.host.passivate_after_idle_ms),
+            max_live_entities: raw.host.max_live_entities,
+        },
+    );
+    let idle_sweep = actix_web::rt::spawn(Arc::clone(&host).run_idle_sweep());
+    let ownership = ownership::start(
+        OwnershipDependencies {
+            node_id: node_id.clone(),
+            transport: Arc::clone(&transport),
+            leases: LeaseStore::new(Arc::clone(&stores.entity_state), &raw.cluster.name),
+            host,
+            view: membership.view(),
+            fenced_shards: fenced_receiver,
+            metrics: host_metrics.clone(),
+        },
+        OwnershipConfig {
+            n_shards: raw.cluster.n_shards,
+            handoff_timeout: Duration::from_millis(raw.cluster.handoff_timeout_ms),
+            recheck_interval: LEASE_RECHECK_INTERVAL,
+        },
+    );
+
     let readiness: crate::http::ReadinessCheck = {
         let transport = Arc::clone(&transport);
         Arc::new(move || {
@@ -117,7 +179,11 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
     };
     let registry = {
         let transport_for_gauge = Arc::clone(&transport);
-        crate::metrics::node_registry(transport.stats(), move || transport_for_gauge.is_ready())
+        crate::metrics::node_registry(
+            transport.stats(),
+            move || transport_for_gauge.is_ready(),
+            &host_metrics,
+        )
     };
     let (server_handle, server) = crate::http::serve(config.http_listen, registry, readiness)
         .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
@@ -133,8 +199,18 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         }
     }
     server_handle.stop(true).await;
+    membership.announce_leaving().await;
+    ownership.release_all().await;
+    idle_sweep.abort();
+    membership.stop().await;
     inbox.cancel().await;
     transport.close().await;
+    for arbiter in arbiters {
+        arbiter.stop();
+        if arbiter.join().is_err() {
+            tracing::warn!("an actor thread ended abnormally");
+        }
+    }
     tracing::info!(node = %node_id, "stopped");
     Ok(())
 }

@@ -61,6 +61,7 @@ macro_rules! transport_conformance_suite {
             abort_redelivers_to_the_next_consumer,
             cancel_finishes_the_delivery_in_hand,
             node_inbox_receives_pushes_and_is_exclusive,
+            broadcast_reaches_every_subscribed_node_once,
             request_reply_retries_with_the_same_msg_id,
             closed_transport_refuses_work
         );
@@ -419,20 +420,119 @@ pub async fn node_inbox_receives_pushes_and_is_exclusive(harness: &dyn Conforman
         .expect("push");
     assert_eq!(label(&next(&mut received, "push").await), "push");
     subscription.cancel().await;
+    wait_until_unroutable(&*transport, &to_inbox).await;
+}
+
+/// Publishes to `destination` until it is unroutable (its queues go away asynchronously on a
+/// broker), failing after [`EVENT_TIMEOUT`].
+async fn wait_until_unroutable(transport: &dyn Transport, destination: &Destination) {
     let deadline = tokio::time::Instant::now() + EVENT_TIMEOUT;
     loop {
         let after = transport
-            .publish(&to_inbox, message("late"), &PublishOptions::default())
+            .publish(destination, message("late"), &PublishOptions::default())
             .await;
         if matches!(after, Err(TransportError::Unroutable { .. })) {
-            break;
+            return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "inbox still routable after its subscriber left: {after:?}"
+            "{destination} still routable after its subscribers left: {after:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A broadcast reaches every subscribed node exactly once and in order; with nobody subscribed
+/// it is unroutable; each node's broadcast source admits one subscriber; a stopped subscription
+/// receives no more.
+pub async fn broadcast_reaches_every_subscribed_node_once(harness: &dyn ConformanceHarness) {
+    let first_transport = harness.connect().await;
+    let second_transport = harness.connect().await;
+    let publisher = harness.connect().await;
+    let broadcast_options = PublishOptions {
+        expiration_opt: Some(Duration::from_secs(30)),
+        ..PublishOptions::default()
+    };
+    let before = publisher
+        .publish(
+            &Destination::Broadcast,
+            message("early"),
+            &broadcast_options,
+        )
+        .await;
+    assert!(
+        matches!(before, Err(TransportError::Unroutable { .. })),
+        "broadcast with nobody listening: {before:?}"
+    );
+    let first_node = node("broadcast-first");
+    let second_node = node("broadcast-second");
+    let (first, mut first_received) = recording_subscription(
+        &*first_transport,
+        Source::Broadcast(first_node.clone()),
+        |_| HandlerOutcome::Ack,
+    )
+    .await;
+    let (second, mut second_received) = recording_subscription(
+        &*second_transport,
+        Source::Broadcast(second_node.clone()),
+        |_| HandlerOutcome::Ack,
+    )
+    .await;
+    for (transport, what) in [
+        (&publisher, "from another connection"),
+        (&first_transport, "from the same connection"),
+    ] {
+        let duplicate = transport
+            .subscribe(
+                Source::Broadcast(first_node.clone()),
+                handler_fn(|_| async { HandlerOutcome::Ack }),
+            )
+            .await;
+        assert!(
+            matches!(duplicate, Err(TransportError::AlreadySubscribed { .. })),
+            "second broadcast subscriber {what}: {duplicate:?}"
+        );
+    }
+    let labels: Vec<String> = (0..5).map(|index| format!("b{index}")).collect();
+    for label in labels.iter().chain(std::iter::once(&"sentinel".to_owned())) {
+        publisher
+            .publish(&Destination::Broadcast, message(label), &broadcast_options)
+            .await
+            .expect("broadcast confirmed");
+    }
+    for (received, who) in [
+        (&mut first_received, "first node"),
+        (&mut second_received, "second node"),
+    ] {
+        for expected in labels.iter().chain(std::iter::once(&"sentinel".to_owned())) {
+            let delivery = next(received, &format!("{expected} at the {who}")).await;
+            assert_eq!(&label(&delivery), expected, "broadcast order at the {who}");
+            assert!(!delivery.is_redelivery());
+        }
+        assert!(
+            received.try_recv().is_err(),
+            "the {who} received a broadcast twice"
+        );
+    }
+    first.cancel().await;
+    publisher
+        .publish(
+            &Destination::Broadcast,
+            message("after"),
+            &broadcast_options,
+        )
+        .await
+        .expect("broadcast with one node left");
+    assert_eq!(
+        label(&next(&mut second_received, "after at the second node").await),
+        "after"
+    );
+    assert!(
+        first_received.try_recv().is_err(),
+        "a stopped broadcast subscription received"
+    );
+    second.cancel().await;
+    wait_until_unroutable(&*publisher, &Destination::Broadcast).await;
 }
 
 /// A request whose first reply is lost is sent again with the same `msg_id` and answered.

@@ -1,10 +1,13 @@
 //! The in-process transport: the same queues and acknowledgement rules as the RabbitMQ
 //! topology, held in memory, for the embedded single-machine node and fast deterministic tests.
 //!
+//! Node inboxes and per-node broadcast queues are exclusive queues: created when their node
+//! subscribes, removed when that subscription stops. A broadcast puts one copy (sharing one
+//! envelope) into each broadcast queue that exists at the moment of the publish.
+//!
 //! Envelopes are moved, not encoded: the codec is exercised by the AMQP transport and its own
 //! tests, and the embedded node should not pay for serialization it does not need.
 
-use crate::address::NodeId;
 use crate::envelope::{Envelope, now_unix_ms};
 use crate::transport::{
     DEAD_LETTER_DELIVERY_LIMIT, DEAD_LETTER_REJECTED, Delivery, DeliveryHandler, Destination,
@@ -80,7 +83,8 @@ impl Queue {
 struct Shared {
     config: InProcessConfig,
     shard_queues: Vec<Arc<Queue>>,
-    node_inboxes: Mutex<HashMap<NodeId, Arc<Queue>>>,
+    /// Node inboxes and broadcast queues, keyed by the exclusive source that created them.
+    exclusive_queues: Mutex<HashMap<Source, Arc<Queue>>>,
     dead_letters: Arc<Queue>,
     stats: Arc<TransportStats>,
     closed: AtomicBool,
@@ -88,8 +92,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn node_inboxes(&self) -> MutexGuard<'_, HashMap<NodeId, Arc<Queue>>> {
-        self.node_inboxes
+    fn exclusive_queues(&self) -> MutexGuard<'_, HashMap<Source, Arc<Queue>>> {
+        self.exclusive_queues
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -135,7 +139,7 @@ impl InProcessTransport {
             shared: Arc::new(Shared {
                 config,
                 shard_queues,
-                node_inboxes: Mutex::new(HashMap::new()),
+                exclusive_queues: Mutex::new(HashMap::new()),
                 dead_letters: Arc::new(Queue::default()),
                 stats: Arc::new(TransportStats::default()),
                 closed: AtomicBool::new(false),
@@ -161,26 +165,47 @@ impl Transport for InProcessTransport {
         options: &PublishOptions,
     ) -> Result<(), TransportError> {
         self.ensure_open()?;
-        let queue = match destination {
-            Destination::Shard(shard) => self.shared.shard_queue(*shard).cloned(),
-            Destination::Node(node) => self.shared.node_inboxes().get(node).cloned(),
+        let queues: Vec<Arc<Queue>> = match destination {
+            Destination::Shard(shard) => self
+                .shared
+                .shard_queue(*shard)
+                .cloned()
+                .into_iter()
+                .collect(),
+            Destination::Node(node) => self
+                .shared
+                .exclusive_queues()
+                .get(&Source::NodeInbox(node.clone()))
+                .cloned()
+                .into_iter()
+                .collect(),
+            Destination::Broadcast => self
+                .shared
+                .exclusive_queues()
+                .iter()
+                .filter(|(source, _)| matches!(source, Source::Broadcast(_)))
+                .map(|(_, queue)| Arc::clone(queue))
+                .collect(),
         };
-        let Some(queue) = queue else {
+        if queues.is_empty() {
             TransportStats::bump(&self.shared.stats.publish_failures);
             return Err(TransportError::Unroutable {
                 destination: destination.to_string(),
             });
-        };
+        }
         let expires_at_unix_ms_opt = options.expiration_opt.map(|expiration| {
             let expiration_ms = u64::try_from(expiration.as_millis()).unwrap_or(u64::MAX);
             now_unix_ms().saturating_add(expiration_ms)
         });
-        queue.push_back(StoredMessage {
-            envelope: Arc::new(envelope),
-            delivery_count: 0,
-            expires_at_unix_ms_opt,
-            dead_letter_reason_opt: None,
-        });
+        let shared_envelope = Arc::new(envelope);
+        for queue in queues {
+            queue.push_back(StoredMessage {
+                envelope: Arc::clone(&shared_envelope),
+                delivery_count: 0,
+                expires_at_unix_ms_opt,
+                dead_letter_reason_opt: None,
+            });
+        }
         TransportStats::bump(&self.shared.stats.published);
         Ok(())
     }
@@ -191,7 +216,7 @@ impl Transport for InProcessTransport {
         handler: Arc<dyn DeliveryHandler>,
     ) -> Result<Subscription, TransportError> {
         self.ensure_open()?;
-        let (queue, inbox_opt) = match &source {
+        let (queue, exclusive_opt) = match &source {
             Source::Shard(shard) => {
                 let queue = self.shared.shard_queue(*shard).cloned().ok_or_else(|| {
                     TransportError::Unroutable {
@@ -200,16 +225,16 @@ impl Transport for InProcessTransport {
                 })?;
                 (queue, None)
             }
-            Source::NodeInbox(node) => {
-                let mut inboxes = self.shared.node_inboxes();
-                if inboxes.contains_key(node) {
+            Source::NodeInbox(_) | Source::Broadcast(_) => {
+                let mut exclusive_queues = self.shared.exclusive_queues();
+                if exclusive_queues.contains_key(&source) {
                     return Err(TransportError::AlreadySubscribed {
                         source_name: source.to_string(),
                     });
                 }
                 let queue = Arc::new(Queue::default());
-                inboxes.insert(node.clone(), Arc::clone(&queue));
-                (queue, Some(node.clone()))
+                exclusive_queues.insert(source.clone(), Arc::clone(&queue));
+                (queue, Some(source.clone()))
             }
             Source::DeadLetters => (Arc::clone(&self.shared.dead_letters), None),
         };
@@ -220,7 +245,7 @@ impl Transport for InProcessTransport {
             shared: Arc::clone(&self.shared),
             queue,
             consumer_id,
-            inbox_opt,
+            exclusive_opt,
             handler,
         };
         let task = tokio::spawn(consumer.run(stop_signal));
@@ -237,12 +262,12 @@ impl Transport for InProcessTransport {
 
     async fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        let inboxes: Vec<_> = self.shared.node_inboxes().values().cloned().collect();
+        let exclusive_queues: Vec<_> = self.shared.exclusive_queues().values().cloned().collect();
         let all_queues = self
             .shared
             .shard_queues
             .iter()
-            .chain(inboxes.iter())
+            .chain(exclusive_queues.iter())
             .chain(std::iter::once(&self.shared.dead_letters));
         for queue in all_queues {
             queue.changed.notify_waiters();
@@ -270,7 +295,8 @@ struct Consumer {
     shared: Arc<Shared>,
     queue: Arc<Queue>,
     consumer_id: u64,
-    inbox_opt: Option<NodeId>,
+    /// The inbox or broadcast queue this consumer created; removed when it leaves.
+    exclusive_opt: Option<Source>,
     handler: Arc<dyn DeliveryHandler>,
 }
 
@@ -359,8 +385,8 @@ impl Consumer {
             .consumer_ids
             .retain(|consumer_id| *consumer_id != self.consumer_id);
         self.queue.changed.notify_waiters();
-        if let Some(node) = &self.inbox_opt {
-            self.shared.node_inboxes().remove(node);
+        if let Some(source) = &self.exclusive_opt {
+            self.shared.exclusive_queues().remove(source);
         }
     }
 }

@@ -3,13 +3,18 @@
 //! - [`envelope`] and [`codec`]: every message is an [`Envelope`] encoded as named-field
 //!   MessagePack, with a frame size cap and total (never panicking) decoding.
 //! - [`transport`]: the [`Transport`] contract — durable shard queues with single active
-//!   consumer, node inboxes, acknowledgements, redelivery with a delivery limit, dead letters.
-//!   Two implementations: [`amqp`] (RabbitMQ through lapin) and [`in_process`]; both pass
-//!   [`conformance`].
+//!   consumer, node inboxes, transient broadcasts to every listening node, acknowledgements,
+//!   redelivery with a delivery limit, dead letters. Two implementations: [`amqp`] (RabbitMQ
+//!   through lapin) and [`in_process`]; both pass [`conformance`].
 //! - [`request_reply`]: requests with deadlines whose retries reuse the `msg_id`.
 //! - [`shard_map`]: the stable mapping of entity addresses to shards.
+//! - [`membership`]: heartbeats on the broadcast destination and the resulting view of the
+//!   cluster (alive, assignable and failed nodes; whether this node is settled).
+//! - [`rendezvous`]: which node owns which shard, by rendezvous hashing over the assignable
+//!   nodes.
 //!
-//! Invariants: a publish returns `Ok` only when the message is durable at its destination; a
+//! Invariants: a publish returns `Ok` only when the message is held at its destination
+//! (durably for shard queues; inbox pushes and broadcasts are transient by design); a
 //! delivery is acknowledged only after its handler said so; a frame the codec refuses never
 //! reaches a handler.
 
@@ -19,6 +24,8 @@ pub mod codec;
 pub mod conformance;
 pub mod envelope;
 pub mod in_process;
+pub mod membership;
+pub mod rendezvous;
 pub mod request_reply;
 pub mod shard_map;
 pub mod transport;

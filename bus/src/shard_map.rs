@@ -41,8 +41,13 @@ impl Default for ShardMap {
 }
 
 fn stable_hash(kind: &str, id: &str) -> u64 {
-    let bytes = kind.bytes().chain(std::iter::once(0xff)).chain(id.bytes());
-    bytes.fold(FNV_OFFSET_BASIS, |hash, byte| {
+    fnv1a_64(kind.bytes().chain(std::iter::once(0xff)).chain(id.bytes()))
+}
+
+/// 64-bit FNV-1a over `bytes`, written out so it never changes (also used by
+/// [`crate::rendezvous`]).
+pub(crate) fn fnv1a_64(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(FNV_OFFSET_BASIS, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME)
     })
 }

@@ -11,7 +11,11 @@
 //!   raised, and once that count passes the delivery limit the message is dead-lettered;
 //!   [`HandlerOutcome::Reject`] dead-letters it at once;
 //! - messages of one queue reach the handler one at a time, in queue order;
-//! - a node inbox exists only while its node is subscribed to it, and pushes to it may expire.
+//! - a node inbox exists only while its node is subscribed to it, and pushes to it may expire;
+//! - a broadcast reaches every node subscribed to its broadcast source at the time of the
+//!   publish, once each; it is transient and may expire; a broadcast with no node subscribed is
+//!   `Unroutable`. Each node's broadcast source admits one subscriber and exists only while
+//!   subscribed.
 
 use crate::address::{NodeId, ShardId};
 use crate::codec::CodecError;
@@ -33,6 +37,9 @@ pub enum Destination {
     Shard(ShardId),
     /// The inbox of one node (replies and pushes to that node's sessions).
     Node(NodeId),
+    /// Every node subscribed to its [`Source::Broadcast`] right now, one copy each (cluster
+    /// membership). Transient: not persisted, lost by a node that is not listening.
+    Broadcast,
 }
 
 impl fmt::Display for Destination {
@@ -40,6 +47,7 @@ impl fmt::Display for Destination {
         match self {
             Self::Shard(shard) => write!(formatter, "shard {shard}"),
             Self::Node(node) => write!(formatter, "node {node}"),
+            Self::Broadcast => formatter.write_str("broadcast"),
         }
     }
 }
@@ -53,6 +61,9 @@ pub enum Source {
     NodeInbox(NodeId),
     /// Messages that were rejected or exceeded the delivery limit.
     DeadLetters,
+    /// This node's copy of every [`Destination::Broadcast`]; exclusive to one subscriber, gone
+    /// when it stops.
+    Broadcast(NodeId),
 }
 
 impl fmt::Display for Source {
@@ -61,6 +72,7 @@ impl fmt::Display for Source {
             Self::Shard(shard) => write!(formatter, "shard {shard}"),
             Self::NodeInbox(node) => write!(formatter, "inbox of node {node}"),
             Self::DeadLetters => formatter.write_str("dead letters"),
+            Self::Broadcast(node) => write!(formatter, "broadcasts to node {node}"),
         }
     }
 }
@@ -68,7 +80,8 @@ impl fmt::Display for Source {
 /// How one publish behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishOptions {
-    /// Drop the message if not delivered within this time (used for pushes to node inboxes).
+    /// Drop the message if not delivered within this time (used for pushes to node inboxes and
+    /// for broadcasts).
     pub expiration_opt: Option<Duration>,
     /// How long to keep trying (across reconnections) before giving up with `Timeout`.
     pub timeout: Duration,
@@ -152,7 +165,8 @@ pub enum TransportError {
     /// The envelope could not be encoded.
     #[error("cannot encode envelope: {0}")]
     Codec(#[from] CodecError),
-    /// No queue is behind the destination (for a node: it is not running or not subscribed).
+    /// No queue is behind the destination (for a node: it is not running or not subscribed; for
+    /// a broadcast: no node is subscribed).
     #[error("no queue is bound for {destination}")]
     Unroutable {
         /// Where the message was going.
@@ -222,10 +236,12 @@ impl TransportStats {
     }
 }
 
-/// A message transport: publish to shards and node inboxes, consume with acknowledgements.
+/// A message transport: publish to shards, node inboxes and every node (broadcast), consume
+/// with acknowledgements.
 #[async_trait]
 pub trait Transport: Send + Sync + 'static {
-    /// Publishes `envelope`; returns once it is durable at `destination`.
+    /// Publishes `envelope`; returns once it is durable at `destination` (for a broadcast: queued
+    /// for every subscribed node).
     async fn publish(
         &self,
         destination: &Destination,

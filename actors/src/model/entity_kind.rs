@@ -23,11 +23,14 @@ pub enum EntityKind {
     Ledger,
     /// One mobile data-traffic share.
     Share,
+    /// A diagnostic entity that records what it receives: cluster checks and load tests use it
+    /// to prove exactly-once, in-order delivery across nodes.
+    Probe,
 }
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::User,
         Self::Session,
         Self::Gateway,
@@ -35,6 +38,7 @@ impl EntityKind {
         Self::Campaign,
         Self::Ledger,
         Self::Share,
+        Self::Probe,
     ];
 
     /// The kind's name on the wire and in storage.
@@ -47,6 +51,7 @@ impl EntityKind {
             Self::Campaign => "campaign",
             Self::Ledger => "ledger",
             Self::Share => "share",
+            Self::Probe => "probe",
         }
     }
 

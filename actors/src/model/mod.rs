@@ -1,3 +1,4 @@
 //! Pure domain types: no I/O, no async, no clocks (callers pass `now`).
 
 pub mod entity_kind;
+pub mod probe;

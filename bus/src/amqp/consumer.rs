@@ -7,6 +7,10 @@
 //! without requeue (dead-lettered). A frame that does not decode is dead-lettered at once: it
 //! can never succeed, and requeueing it would loop.
 //!
+//! Node inboxes and broadcast queues are exclusive: the broker refuses a second connection
+//! (`RESOURCE_LOCKED`), and a set of claimed sources refuses a second subscriber on the same
+//! connection, which the broker would allow. The claim is released when the subscription ends.
+//!
 //! When the channel or connection fails, unacknowledged deliveries return to the queue on the
 //! broker's side, and the loop opens a new channel on the next link and consumes again.
 
@@ -23,7 +27,8 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, Consumer};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Pause before trying again to consume after a failure on a link that still looks healthy.
@@ -35,6 +40,51 @@ pub(crate) struct ConsumerSettings {
     pub(crate) prefetch: u16,
     pub(crate) frame_limits: FrameLimits,
     pub(crate) stats: Arc<TransportStats>,
+    /// Exclusive sources subscribed through this transport (shared by all its subscriptions).
+    pub(crate) claimed_sources: Arc<Mutex<HashSet<Source>>>,
+}
+
+/// Holds an exclusive source for one subscription; dropping it releases the source.
+struct ExclusiveClaim {
+    claimed_sources: Arc<Mutex<HashSet<Source>>>,
+    source: Source,
+}
+
+impl ExclusiveClaim {
+    /// Claims `source` if it is exclusive; `Ok(None)` for a shared source.
+    fn claim(
+        claimed_sources: &Arc<Mutex<HashSet<Source>>>,
+        source: &Source,
+    ) -> Result<Option<Self>, TransportError> {
+        match source {
+            Source::NodeInbox(_) | Source::Broadcast(_) => {}
+            Source::Shard(_) | Source::DeadLetters => return Ok(None),
+        }
+        if !lock_claims(claimed_sources).insert(source.clone()) {
+            return Err(TransportError::AlreadySubscribed {
+                source_name: source.to_string(),
+            });
+        }
+        Ok(Some(Self {
+            claimed_sources: Arc::clone(claimed_sources),
+            source: source.clone(),
+        }))
+    }
+}
+
+impl Drop for ExclusiveClaim {
+    fn drop(&mut self) {
+        lock_claims(&self.claimed_sources).remove(&self.source);
+    }
+}
+
+fn lock_claims(
+    claimed_sources: &Mutex<HashSet<Source>>,
+) -> std::sync::MutexGuard<'_, HashSet<Source>> {
+    // A set of names stays consistent whatever panicked while holding it.
+    claimed_sources
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 struct Session {
@@ -54,6 +104,8 @@ struct AmqpConsumer {
     settings: ConsumerSettings,
     handler: Arc<dyn DeliveryHandler>,
     consumer_tag: String,
+    /// Released when the consumer (and so its task) ends.
+    _claim_opt: Option<ExclusiveClaim>,
 }
 
 /// Subscribes now if the broker is reachable (so errors such as an inbox already taken are
@@ -63,11 +115,13 @@ pub(crate) async fn subscribe(
     settings: ConsumerSettings,
     handler: Arc<dyn DeliveryHandler>,
 ) -> Result<Subscription, TransportError> {
+    let claim_opt = ExclusiveClaim::claim(&settings.claimed_sources, &settings.source)?;
     let consumer = AmqpConsumer {
         link,
         settings,
         handler,
         consumer_tag: format!("lanmesh-{}", uuid::Uuid::new_v4().simple()),
+        _claim_opt: claim_opt,
     };
     let first_session_opt = match consumer.link.current() {
         Some(link) => Some(consumer.open_session(&link).await?),
@@ -110,6 +164,7 @@ impl AmqpConsumer {
             Source::Shard(shard) => self.settings.topology.shard_queue(*shard),
             Source::NodeInbox(node) => self.settings.topology.node_inbox(node),
             Source::DeadLetters => self.settings.topology.dead_letter_queue(),
+            Source::Broadcast(node) => self.settings.topology.broadcast_queue(node),
         }
     }
 
@@ -135,6 +190,12 @@ impl AmqpConsumer {
                     self.settings
                         .topology
                         .declare_node_inbox(&channel, node)
+                        .await?
+                }
+                Source::Broadcast(node) => {
+                    self.settings
+                        .topology
+                        .declare_broadcast_queue(&channel, node)
                         .await?
                 }
                 Source::Shard(_) | Source::DeadLetters => self.queue_name(),

@@ -1,9 +1,10 @@
 //! The RabbitMQ transport (lapin), designed for RabbitMQ 3.10 semantics.
 //!
-//! - Publishing: persistent for shard queues, always mandatory, on a channel with publisher
-//!   confirms; each publish awaits its own confirm, so many publishes can be in flight at once
-//!   (the confirms arrive asynchronously and may be batched by the broker). A `basic.return`
-//!   (no queue bound) becomes [`TransportError::Unroutable`]; a `basic.nack` becomes
+//! - Publishing: persistent for shard queues, transient for node inboxes and broadcasts, always
+//!   mandatory, on a channel with publisher confirms; each publish awaits its own confirm, so
+//!   many publishes can be in flight at once (the confirms arrive asynchronously and may be
+//!   batched by the broker). A `basic.return` (no queue bound; for a broadcast: no node
+//!   listening) becomes [`TransportError::Unroutable`]; a `basic.nack` becomes
 //!   [`TransportError::Refused`]. When the connection drops before the confirm, the publish is
 //!   retried on the next connection with the same frame (same `msg_id`), so a message can arrive
 //!   twice but a confirmed message is never lost; receivers de-duplicate by `msg_id`.
@@ -25,14 +26,16 @@ use async_trait::async_trait;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation};
 use link::{Link, LinkHandle, LinkSettings, LinkWaitError, ReconnectPolicy};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 use topology::Topology;
 
 /// AMQP delivery mode of messages that must survive a broker restart.
 const PERSISTENT: u8 = 2;
-/// AMQP delivery mode of messages that need not (pushes to node inboxes, which are transient).
+/// AMQP delivery mode of messages that need not (pushes to node inboxes and broadcasts, whose
+/// queues are transient).
 const TRANSIENT: u8 = 1;
 
 /// Settings of the RabbitMQ transport.
@@ -88,6 +91,8 @@ struct Shared {
     topology: Topology,
     link: Arc<LinkHandle>,
     stats: Arc<TransportStats>,
+    /// Node inboxes and broadcast queues subscribed through this transport.
+    claimed_sources: Arc<Mutex<HashSet<Source>>>,
 }
 
 impl AmqpTransport {
@@ -114,6 +119,7 @@ impl AmqpTransport {
                 topology,
                 link,
                 stats,
+                claimed_sources: Arc::default(),
             }),
         }
     }
@@ -200,6 +206,7 @@ impl Transport for AmqpTransport {
                 prefetch: self.shared.config.prefetch,
                 frame_limits: self.shared.config.frame_limits,
                 stats: Arc::clone(&self.shared.stats),
+                claimed_sources: Arc::clone(&self.shared.claimed_sources),
             },
             handler,
         )
@@ -235,7 +242,7 @@ impl AmqpTransport {
         let (exchange, routing_key) = self.shared.topology.route(destination);
         let delivery_mode = match destination {
             Destination::Shard(_) => PERSISTENT,
-            Destination::Node(_) => TRANSIENT,
+            Destination::Node(_) | Destination::Broadcast => TRANSIENT,
         };
         let mut properties = BasicProperties::default()
             .with_delivery_mode(delivery_mode)

@@ -7,14 +7,16 @@
 //!   limit and at-least-once dead-lettering;
 //! - `{cluster}.edge`: direct exchange, routing key = node id, bound to each node's exclusive
 //!   inbox `{cluster}.inbox.{node}` while that node runs;
-//! - `{cluster}.dead-letter`: fanout exchange feeding the quorum queue `{cluster}.dead-letters`.
+//! - `{cluster}.dead-letter`: fanout exchange feeding the quorum queue `{cluster}.dead-letters`;
+//! - `{cluster}.broadcast`: fanout exchange (cluster membership heartbeats), bound to each node's
+//!   exclusive, auto-delete classic queue `{cluster}.broadcast.{node}` while that node listens.
 //!
 //! Declaration runs on every (re)connection. Re-declaring with the same arguments is a no-op;
 //! different arguments are refused by the broker (PRECONDITION_FAILED), which surfaces as a
 //! typed error: change queue settings of a running cluster with a broker policy instead.
 
 use crate::address::{NodeId, ShardId};
-use crate::transport::{Destination, TransportError};
+use crate::transport::{Destination, Source, TransportError};
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
@@ -65,6 +67,11 @@ impl Topology {
         format!("{}.dead-letter", self.cluster_name)
     }
 
+    /// Fanout exchange reaching every node's broadcast queue.
+    pub fn broadcast_exchange(&self) -> String {
+        format!("{}.broadcast", self.cluster_name)
+    }
+
     /// Queue holding dead letters.
     pub fn dead_letter_queue(&self) -> String {
         format!("{}.dead-letters", self.cluster_name)
@@ -80,11 +87,17 @@ impl Topology {
         format!("{}.inbox.{}", self.cluster_name, node)
     }
 
+    /// Broadcast queue of one node.
+    pub fn broadcast_queue(&self, node: &NodeId) -> String {
+        format!("{}.broadcast.{}", self.cluster_name, node)
+    }
+
     /// Exchange and routing key that reach `destination`.
     pub fn route(&self, destination: &Destination) -> (String, String) {
         match destination {
             Destination::Shard(shard) => (self.shards_exchange(), shard.0.to_string()),
             Destination::Node(node) => (self.edge_exchange(), node.to_string()),
+            Destination::Broadcast => (self.broadcast_exchange(), String::new()),
         }
     }
 
@@ -173,6 +186,7 @@ impl Topology {
         Self::declare_exchange(&channel, self.shards_exchange(), ExchangeKind::Direct).await?;
         Self::declare_exchange(&channel, self.edge_exchange(), ExchangeKind::Direct).await?;
         Self::declare_exchange(&channel, self.dead_letter_exchange(), ExchangeKind::Fanout).await?;
+        Self::declare_exchange(&channel, self.broadcast_exchange(), ExchangeKind::Fanout).await?;
         Self::declare_durable_queue(
             &channel,
             &self.dead_letter_queue(),
@@ -226,6 +240,7 @@ impl Topology {
             self.shards_exchange(),
             self.edge_exchange(),
             self.dead_letter_exchange(),
+            self.broadcast_exchange(),
         ] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
@@ -243,7 +258,33 @@ impl Topology {
         channel: &Channel,
         node: &NodeId,
     ) -> Result<String, TransportError> {
+        let source = Source::NodeInbox(node.clone());
         let name = self.node_inbox(node);
+        Self::declare_exclusive_queue(channel, &source, name, &self.edge_exchange(), node.as_str())
+            .await
+    }
+
+    /// Declares `node`'s exclusive broadcast queue on `channel` and binds it to the broadcast
+    /// exchange (like the inbox, it is declared again after every reconnection).
+    pub(crate) async fn declare_broadcast_queue(
+        &self,
+        channel: &Channel,
+        node: &NodeId,
+    ) -> Result<String, TransportError> {
+        let source = Source::Broadcast(node.clone());
+        let name = self.broadcast_queue(node);
+        Self::declare_exclusive_queue(channel, &source, name, &self.broadcast_exchange(), "").await
+    }
+
+    /// Declares an exclusive, auto-delete classic queue for `source` and binds it; a queue held
+    /// by another connection is [`TransportError::AlreadySubscribed`].
+    async fn declare_exclusive_queue(
+        channel: &Channel,
+        source: &Source,
+        name: String,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<String, TransportError> {
         channel
             .queue_declare(
                 name.as_str().into(),
@@ -257,7 +298,7 @@ impl Topology {
             .await
             .map_err(|error| match error.to_string() {
                 reason if reason.contains("RESOURCE_LOCKED") => TransportError::AlreadySubscribed {
-                    source_name: format!("inbox of node {node}"),
+                    source_name: source.to_string(),
                 },
                 reason => TransportError::Broker {
                     operation: "queue.declare",
@@ -267,8 +308,8 @@ impl Topology {
         channel
             .queue_bind(
                 name.as_str().into(),
-                self.edge_exchange().into(),
-                ShortString::from(node.as_str()),
+                exchange.into(),
+                ShortString::from(routing_key),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -306,5 +347,13 @@ mod tests {
             ("blue.edge".to_owned(), "n1".to_owned())
         );
         assert_eq!(topology.dead_letter_queue(), "blue.dead-letters");
+        assert_eq!(
+            topology.broadcast_queue(&NodeId::new("n1").unwrap()),
+            "blue.broadcast.n1"
+        );
+        assert_eq!(
+            topology.route(&Destination::Broadcast),
+            ("blue.broadcast".to_owned(), String::new())
+        );
     }
 }

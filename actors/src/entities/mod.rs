@@ -1,0 +1,3 @@
+//! Entity kinds: wire messages and behaviours that translate them into model calls.
+
+pub mod probe;

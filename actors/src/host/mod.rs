@@ -1,0 +1,11 @@
+//! The entity host: actix actors per entity, and the shards this node owns.
+
+pub mod behavior;
+pub mod entity_actor;
+pub mod entity_host;
+pub mod lease;
+pub mod metrics;
+pub mod ownership;
+
+#[cfg(test)]
+mod tests;
