@@ -9,4 +9,5 @@
 
 mod amqp_conformance;
 mod amqp_recovery;
+mod cluster;
 mod node_process;

@@ -2,7 +2,11 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lanmesh::load::bus::{BusBenchSettings, run};
+use lanmesh::load::LatencyMeasurement;
+use lanmesh::load::bus::{BusBenchReport, BusBenchSettings};
+use lanmesh::load::entities::{EntityBenchReport, EntityBenchSettings};
+use std::path::PathBuf;
+use std::time::Duration;
 
 /// Drives lanmesh (or its substrate) under load and reports figures beside a baseline
 /// measured in the same run.
@@ -46,9 +50,46 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Entity request/reply through real nodes (probe entities, persisted) against raw lapin
+    /// request/reply on the same broker.
+    Entities {
+        /// RabbitMQ URL.
+        #[arg(
+            long,
+            env = "LANMESH_LOAD_AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        amqp_url: String,
+        /// Cluster name; default: a unique one with --spawn-nodes, else `lanmesh`.
+        #[arg(long)]
+        cluster: Option<String>,
+        /// Shards of the cluster (the nodes' `cluster.n_shards`).
+        #[arg(long, default_value_t = 256)]
+        n_shards: u16,
+        /// Distinct probes (at least --concurrency: each gets its requests from one worker).
+        #[arg(long, default_value_t = 1_000)]
+        n_probes: usize,
+        /// Closed-loop workers, each with one request outstanding.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Seconds each side runs.
+        #[arg(long, default_value_t = 20)]
+        duration_secs: u64,
+        /// Requests per side, instead of --duration-secs.
+        #[arg(long)]
+        n_requests: Option<u64>,
+        /// Start this many `lanmesh-node` processes for the run (temporary directory, shared
+        /// SQLite file), stop them after and delete the cluster's topology; 0 = use a running
+        /// cluster.
+        #[arg(long, default_value_t = 0)]
+        spawn_nodes: usize,
+        /// The `lanmesh-node` executable to spawn; default: beside this one.
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+    },
 }
 
-fn print_human(report: &lanmesh::load::bus::BusBenchReport) {
+fn print_bus(report: &BusBenchReport) {
     let line = |measurement: &lanmesh::load::Measurement| {
         println!(
             "{:<26} {:>10} msgs {:>8.2} s {:>12.0} msg/s",
@@ -66,6 +107,54 @@ fn print_human(report: &lanmesh::load::bus::BusBenchReport) {
         report.ratio * 100.0
     );
     line(&report.bus_in_process);
+}
+
+fn print_entities(report: &EntityBenchReport) {
+    let spawned = match report.n_nodes_spawned {
+        0 => "a running cluster".to_owned(),
+        n_nodes => format!("{n_nodes} spawned nodes"),
+    };
+    println!(
+        "cluster {} ({spawned}), {} shards, {} probes, {} workers",
+        report.cluster_name, report.n_shards, report.n_probes, report.concurrency
+    );
+    println!(
+        "{:<26} {:>10} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "", "requests", "errors", "seconds", "req/s", "p50 ms", "p99 ms", "max ms"
+    );
+    let line = |measurement: &LatencyMeasurement| {
+        println!(
+            "{:<26} {:>10} {:>7} {:>8.2} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+            measurement.name,
+            measurement.n_requests,
+            measurement.n_errors,
+            measurement.elapsed_seconds,
+            measurement.requests_per_second,
+            measurement.p50_ms,
+            measurement.p99_ms,
+            measurement.max_ms
+        );
+    };
+    line(&report.entity);
+    line(&report.raw_lapin);
+    println!(
+        "{:<26} {:>10.1} % of raw lapin throughput",
+        "entity / raw",
+        report.ratio * 100.0
+    );
+}
+
+fn print_report<T: serde::Serialize>(
+    report: &T,
+    as_json: bool,
+    print_human: fn(&T),
+) -> anyhow::Result<()> {
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        print_human(report);
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,12 +186,33 @@ fn main() -> anyhow::Result<()> {
                 prefetch,
                 n_rounds: rounds.max(1),
             };
-            let report = runtime.block_on(run(&settings))?;
-            if arguments.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_human(&report);
-            }
+            let report = runtime.block_on(lanmesh::load::bus::run(&settings))?;
+            print_report(&report, arguments.json, print_bus)?;
+        }
+        Scenario::Entities {
+            amqp_url,
+            cluster,
+            n_shards,
+            n_probes,
+            concurrency,
+            duration_secs,
+            n_requests,
+            spawn_nodes,
+            node_bin,
+        } => {
+            let settings = EntityBenchSettings {
+                amqp_url,
+                cluster_name_opt: cluster,
+                n_shards,
+                n_probes,
+                concurrency,
+                duration: Duration::from_secs(duration_secs),
+                n_requests_opt: n_requests,
+                spawn_nodes,
+                node_binary_opt: node_bin,
+            };
+            let report = runtime.block_on(lanmesh::load::entities::run(&settings))?;
+            print_report(&report, arguments.json, print_entities)?;
         }
     }
     Ok(())

@@ -7,6 +7,10 @@
 //! validate on delivery) and goes through the transport's confirm, ack and routing logic.
 //! The in-process transport is measured on a single-threaded runtime (one core).
 
+use crate::load::raw_lapin::{
+    PERSISTENT, confirm_channel, declare_quorum_queue, ensure_acked, publish_mandatory,
+    unique_queue_name,
+};
 use crate::load::{Measurement, median};
 use anyhow::Context;
 use futures_util::StreamExt;
@@ -17,12 +21,9 @@ use lanmesh_bus::{
     Delivery, Destination, EntityAddress, Envelope, HandlerOutcome, NodeId, PublishOptions,
     ShardId, Source, Transport, handler_fn,
 };
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Confirmation, Connection, ConnectionProperties};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,26 +103,9 @@ async fn raw_lapin_round(settings: &BusBenchSettings) -> anyhow::Result<Measurem
     let connection = Connection::connect(&settings.amqp_url, ConnectionProperties::default())
         .await
         .context("connecting raw lapin")?;
-    let queue = format!("lanmesh-bench-raw-{}", uuid::Uuid::new_v4().simple());
-    let publish_channel = connection.create_channel().await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    publish_channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            arguments,
-        )
-        .await?;
-    publish_channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let queue = unique_queue_name("raw");
+    let publish_channel = confirm_channel(&connection).await?;
+    declare_quorum_queue(&publish_channel, &queue).await?;
     let consume_channel = connection.create_channel().await?;
     consume_channel
         .basic_qos(settings.prefetch, BasicQosOptions::default())
@@ -150,33 +134,23 @@ async fn raw_lapin_round(settings: &BusBenchSettings) -> anyhow::Result<Measurem
     let started = Instant::now();
     let mut confirms = FuturesUnordered::new();
     for _ in 0..settings.n_messages {
-        let confirm = publish_channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &body,
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await?;
+        let confirm = publish_mandatory(
+            &publish_channel,
+            "",
+            &queue,
+            &body,
+            BasicProperties::default().with_delivery_mode(PERSISTENT),
+        )
+        .await?;
         confirms.push(confirm);
         while confirms.len() >= settings.in_flight {
             if let Some(confirmation) = confirms.next().await {
-                anyhow::ensure!(
-                    matches!(confirmation?, Confirmation::Ack(None)),
-                    "raw publish not acked"
-                );
+                ensure_acked(confirmation)?;
             }
         }
     }
     while let Some(confirmation) = confirms.next().await {
-        anyhow::ensure!(
-            matches!(confirmation?, Confirmation::Ack(None)),
-            "raw publish not acked"
-        );
+        ensure_acked(confirmation)?;
     }
     arrivals.wait_all(ROUND_TIMEOUT).await?;
     let elapsed = started.elapsed();

@@ -2,6 +2,9 @@
 //! baseline measured in the same run.
 
 pub mod bus;
+pub mod entities;
+pub mod local_cluster;
+pub mod raw_lapin;
 
 use serde::Serialize;
 use std::time::Duration;
@@ -40,4 +43,109 @@ pub fn median(mut rounds: Vec<Measurement>) -> Option<Measurement> {
     });
     let middle = rounds.len() / 2;
     rounds.into_iter().nth(middle)
+}
+
+/// One measured request/reply figure: closed-loop workers, each with one request outstanding.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyMeasurement {
+    /// What was measured.
+    pub name: String,
+    /// Requests answered.
+    pub n_requests: u64,
+    /// Requests that got no reply or failed (not in the figures below).
+    pub n_errors: u64,
+    /// Wall time from the first request to the last reply.
+    pub elapsed_seconds: f64,
+    /// `n_requests / elapsed_seconds`.
+    pub requests_per_second: f64,
+    /// Median latency, request sent to reply received, in milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile latency in milliseconds.
+    pub p99_ms: f64,
+    /// Slowest request in milliseconds.
+    pub max_ms: f64,
+}
+
+impl LatencyMeasurement {
+    /// The figures of answered requests with `latencies`, `n_errors` failures, in `elapsed`.
+    pub fn new(
+        name: impl Into<String>,
+        mut latencies: Vec<Duration>,
+        n_errors: u64,
+        elapsed: Duration,
+    ) -> Self {
+        latencies.sort_unstable();
+        let elapsed_seconds = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let n_requests = latencies.len() as u64;
+        let milliseconds = |duration: Duration| duration.as_secs_f64() * 1_000.0;
+        Self {
+            name: name.into(),
+            n_requests,
+            n_errors,
+            elapsed_seconds,
+            requests_per_second: n_requests as f64 / elapsed_seconds,
+            p50_ms: milliseconds(percentile(&latencies, 0.50)),
+            p99_ms: milliseconds(percentile(&latencies, 0.99)),
+            max_ms: milliseconds(latencies.last().copied().unwrap_or_default()),
+        }
+    }
+}
+
+/// The nearest-rank percentile of `sorted` (`fraction` in 0..=1); zero when it is empty.
+pub fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let rank = (fraction * sorted.len() as f64).ceil() as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(latencies_ms: &[u64], fraction: f64, expected_ms: u64) {
+        let sorted: Vec<Duration> = latencies_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect();
+        assert_eq!(
+            percentile(&sorted, fraction),
+            Duration::from_millis(expected_ms),
+            "{fraction} of {latencies_ms:?}"
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        check(&[], 0.5, 0);
+        check(&[7], 0.5, 7);
+        check(&[7], 0.99, 7);
+        check(&[1, 2, 3, 4], 0.5, 2);
+        check(&[1, 2, 3, 4], 0.99, 4);
+        let hundred: Vec<u64> = (1..=100).collect();
+        check(&hundred, 0.5, 50);
+        check(&hundred, 0.99, 99);
+        check(&hundred, 1.0, 100);
+        check(&hundred, 0.0, 1);
+    }
+
+    #[test]
+    fn latency_figures_sort_their_input() {
+        let measurement = LatencyMeasurement::new(
+            "x",
+            vec![
+                Duration::from_millis(30),
+                Duration::from_millis(10),
+                Duration::from_millis(20),
+            ],
+            1,
+            Duration::from_secs(2),
+        );
+        assert_eq!(measurement.n_requests, 3);
+        assert_eq!(measurement.n_errors, 1);
+        assert!((measurement.requests_per_second - 1.5).abs() < 1e-9);
+        assert!((measurement.p50_ms - 20.0).abs() < 1e-9);
+        assert!((measurement.max_ms - 30.0).abs() < 1e-9);
+    }
 }
