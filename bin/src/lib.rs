@@ -2,7 +2,9 @@
 //!
 //! - `lanmesh-node` ([`node`]): one node process — storage, bus, HTTP — configured by
 //!   [`config`];
-//! - `lanmesh-load` ([`load`]): load scenarios and benchmarks against a running broker.
+//! - `lanmesh-load` ([`load`]): load scenarios and benchmarks against a running broker, and
+//!   the pieces that drive real nodes from outside (node processes, a local cluster, a probe
+//!   client, `/metrics` reading), which the integration suite (`lanmesh-tests`) reuses.
 //!
 //! This crate wires the other crates together and owns nothing domain-specific.
 

@@ -9,12 +9,16 @@
 //! owner spans with epochs) and the nodes' `/metrics`.
 
 use futures_util::StreamExt;
-use lanmesh_actors::entities::probe::ProbeReport;
-use lanmesh_tests::{
-    ClusterSpec, ClusterView, METRIC_DUPLICATES_DROPPED, METRIC_HANDOFFS, METRIC_REDELIVERIES,
-    METRIC_SHARDS_OWNED, METRIC_TAKEOVER_COUNT, METRIC_TAKEOVER_SUM, ProbeClient, TestCluster,
+use lanmesh::load::local_cluster::ClusterView;
+use lanmesh::load::metrics_text::{
+    METRIC_DUPLICATES_DROPPED, METRIC_HANDOFFS, METRIC_REDELIVERIES, METRIC_SHARDS_OWNED,
+    METRIC_TAKEOVER_COUNT, METRIC_TAKEOVER_SUM,
 };
+use lanmesh::load::probe_client::ProbeClient;
+use lanmesh_actors::entities::probe::ProbeReport;
+use lanmesh_tests::TestCluster;
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,6 +83,11 @@ impl LoadProgress {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Waits until `n_more` replies have come back after the ones already counted.
+    async fn wait_more_replies(&self, n_more: u64, timeout: Duration) {
+        self.wait_replies(self.n_replies() + n_more, timeout).await;
     }
 }
 
@@ -163,13 +172,34 @@ fn probe_violations(probe_id: &str, report: &ProbeReport, n_acknowledged: u64) -
     violations
 }
 
-fn assert_no_violations(violations: &[String], n_probes: usize) {
+/// Inspects every probe in `probe_ids` and asserts that each saw exactly the `Record`s it
+/// acknowledged (`n_acknowledged` of its index), in order, with owners that never overlapped;
+/// returns the reports.
+async fn verify_probes(
+    client: &ProbeClient,
+    probe_ids: &[String],
+    n_acknowledged: impl Fn(usize) -> u64,
+) -> BTreeMap<String, ProbeReport> {
+    let reports = inspect_all(client, probe_ids).await;
+    let mut violations = Vec::new();
+    for (probe_index, probe_id) in probe_ids.iter().enumerate() {
+        match reports.get(probe_id) {
+            Some(report) => violations.extend(probe_violations(
+                probe_id,
+                report,
+                n_acknowledged(probe_index),
+            )),
+            None => violations.push(format!("{probe_id}: no report")),
+        }
+    }
     assert!(
         violations.is_empty(),
-        "{} violations over {n_probes} probes, e.g. {:#?}",
+        "{} violations over {} probes, e.g. {:#?}",
         violations.len(),
+        probe_ids.len(),
         violations.iter().take(10).collect::<Vec<_>>()
     );
+    reports
 }
 
 fn probe_ids(prefix: &str, n_probes: usize) -> Vec<String> {
@@ -178,12 +208,101 @@ fn probe_ids(prefix: &str, n_probes: usize) -> Vec<String> {
         .collect()
 }
 
-async fn connect_client(cluster: &TestCluster) -> Arc<ProbeClient> {
-    Arc::new(
-        ProbeClient::connect(cluster.url(), cluster.cluster_name(), cluster.n_shards())
-            .await
-            .expect("probe client connects"),
-    )
+/// What each test starts from.
+struct Fixture {
+    /// A fresh cluster, balanced.
+    cluster: TestCluster,
+    /// A probe client connected to it.
+    client: Arc<ProbeClient>,
+    /// The probes the test talks to, `{prefix}-0000` and on.
+    probe_ids: Vec<String>,
+    /// The progress of the test's load, none yet.
+    progress: Arc<LoadProgress>,
+}
+
+/// A fresh cluster of `n_nodes` nodes, balanced, a probe client and `n_probes` probe ids;
+/// `None` when the test skips for want of a broker.
+async fn balanced_cluster(
+    test_name: &str,
+    n_nodes: usize,
+    probe_prefix: &str,
+    n_probes: usize,
+) -> Option<Fixture> {
+    let url = lanmesh_tests::broker_url_or_skip(test_name)?;
+    let mut cluster = TestCluster::start(&url, test_name, TestCluster::default_spec(), n_nodes)
+        .await
+        .expect("the nodes start");
+    cluster
+        .wait_balanced(SETTLE_TIMEOUT)
+        .await
+        .expect("the nodes settle");
+    let client = cluster.probe_client().await.expect("probe client connects");
+    Some(Fixture {
+        cluster,
+        client: Arc::new(client),
+        probe_ids: probe_ids(probe_prefix, n_probes),
+        progress: Arc::new(LoadProgress::default()),
+    })
+}
+
+/// Starts one load task per probe in `probe_ids`, running `sequence(client, probe_id,
+/// progress)`; a failure is reported to `progress` at once. Each task yields its probe's index
+/// and the sequence's result, for [`join_load`].
+fn spawn_load<T, F, Fut>(
+    client: &Arc<ProbeClient>,
+    probe_ids: &[String],
+    progress: &Arc<LoadProgress>,
+    sequence: F,
+) -> JoinSet<(usize, anyhow::Result<T>)>
+where
+    T: Send + 'static,
+    F: Fn(Arc<ProbeClient>, String, Arc<LoadProgress>) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let mut load = JoinSet::new();
+    for (probe_index, probe_id) in probe_ids.iter().cloned().enumerate() {
+        let sequence = sequence(Arc::clone(client), probe_id, Arc::clone(progress));
+        let progress = Arc::clone(progress);
+        load.spawn(async move {
+            let result = sequence.await;
+            if let Err(error) = &result {
+                progress.fail(error);
+            }
+            (probe_index, result)
+        });
+    }
+    load
+}
+
+/// Sends `Record { seq }` to probe `probe_id`, checks that the probe has now applied exactly
+/// `seq` records, and counts the reply.
+async fn record_next(
+    client: &ProbeClient,
+    probe_id: &str,
+    seq: u64,
+    progress: &LoadProgress,
+) -> anyhow::Result<()> {
+    let n_applied = client.record(probe_id, seq).await?;
+    anyhow::ensure!(
+        n_applied == seq,
+        "{probe_id}: Record {seq} answered n_applied {n_applied}"
+    );
+    progress.reply();
+    Ok(())
+}
+
+/// Metric `name` added up over the running nodes of `cluster`, each of which must export it.
+async fn sum_over_running(cluster: &TestCluster, name: &str) -> f64 {
+    cluster
+        .sum_over_running(name)
+        .await
+        .unwrap_or_else(|error| panic!("{name} over the running nodes: {error:#}"))
+}
+
+/// Closes the client, then stops the running nodes, which must exit cleanly.
+async fn close_and_shut_down(client: Arc<ProbeClient>, cluster: TestCluster) {
+    client.close().await;
+    cluster.shutdown().await.expect("nodes stop cleanly");
 }
 
 const CRASH_N_PROBES: usize = 500;
@@ -196,43 +315,27 @@ const CRASH_N_SEQ: u64 = 20;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_sigkill_under_load_loses_and_repeats_nothing() {
     let test_name = "cluster_sigkill_under_load_loses_and_repeats_nothing";
-    let Some(url) = lanmesh_tests::broker_url_or_skip(test_name) else {
+    let Some(Fixture {
+        mut cluster,
+        client,
+        probe_ids,
+        progress,
+    }) = balanced_cluster(test_name, 3, "crash", CRASH_N_PROBES).await
+    else {
         return;
     };
-    let mut cluster = TestCluster::start(&url, test_name, ClusterSpec::default(), 3)
-        .await
-        .expect("three nodes start");
-    cluster
-        .wait_balanced(SETTLE_TIMEOUT)
-        .await
-        .expect("three nodes settle");
-    let client = connect_client(&cluster).await;
-    let probe_ids = probe_ids("crash", CRASH_N_PROBES);
-    let progress = Arc::new(LoadProgress::default());
 
-    let mut load = JoinSet::new();
-    for (probe_index, probe_id) in probe_ids.iter().cloned().enumerate() {
-        let client = Arc::clone(&client);
-        let progress = Arc::clone(&progress);
-        load.spawn(async move {
-            let sequence = async {
-                for seq in 1..=CRASH_N_SEQ {
-                    let n_applied = client.record(&probe_id, seq).await?;
-                    anyhow::ensure!(
-                        n_applied == seq,
-                        "{probe_id}: Record {seq} answered n_applied {n_applied}"
-                    );
-                    progress.reply();
-                }
-                Ok(())
-            };
-            let result = sequence.await;
-            if let Err(error) = &result {
-                progress.fail(error);
+    let load = spawn_load(
+        &client,
+        &probe_ids,
+        &progress,
+        |client, probe_id, progress| async move {
+            for seq in 1..=CRASH_N_SEQ {
+                record_next(&client, &probe_id, seq, &progress).await?;
             }
-            (probe_index, result)
-        });
-    }
+            Ok(())
+        },
+    );
     let n_requests = CRASH_N_PROBES as u64 * CRASH_N_SEQ;
     progress
         .wait_replies(n_requests / 3, PROGRESS_TIMEOUT)
@@ -273,12 +376,7 @@ async fn cluster_sigkill_under_load_loses_and_repeats_nothing() {
         "every request got its reply"
     );
 
-    let reports = inspect_all(&client, &probe_ids).await;
-    let mut violations = Vec::new();
-    for (probe_id, report) in &reports {
-        violations.extend(probe_violations(probe_id, report, CRASH_N_SEQ));
-    }
-    assert_no_violations(&violations, reports.len());
+    let reports = verify_probes(&client, &probe_ids, |_probe_index| CRASH_N_SEQ).await;
     let n_probes_moved = reports
         .values()
         .filter(|report| report.owners.len() > 1)
@@ -288,22 +386,10 @@ async fn cluster_sigkill_under_load_loses_and_repeats_nothing() {
         "some probes were mid-sequence on the killed node and finished on a survivor"
     );
 
-    let n_takeovers = cluster
-        .sum_over_running(METRIC_TAKEOVER_COUNT)
-        .await
-        .expect("takeover histogram count");
-    let takeover_seconds = cluster
-        .sum_over_running(METRIC_TAKEOVER_SUM)
-        .await
-        .expect("takeover histogram sum");
-    let n_redeliveries = cluster
-        .sum_over_running(METRIC_REDELIVERIES)
-        .await
-        .expect("redeliveries readable");
-    let n_duplicates = cluster
-        .sum_over_running(METRIC_DUPLICATES_DROPPED)
-        .await
-        .expect("duplicates readable");
+    let n_takeovers = sum_over_running(&cluster, METRIC_TAKEOVER_COUNT).await;
+    let takeover_seconds = sum_over_running(&cluster, METRIC_TAKEOVER_SUM).await;
+    let n_redeliveries = sum_over_running(&cluster, METRIC_REDELIVERIES).await;
+    let n_duplicates = sum_over_running(&cluster, METRIC_DUPLICATES_DROPPED).await;
     eprintln!(
         "{test_name}: takeover {:.2} s from SIGKILL of a node owning {victim_shards} of {n_shards} \
          shards until the survivors owned them all (target ≤ 5 s); survivors' \
@@ -320,8 +406,7 @@ async fn cluster_sigkill_under_load_loses_and_repeats_nothing() {
     );
     assert!(takeover < TAKEOVER_BOUND, "takeover took {takeover:?}");
 
-    client.close().await;
-    cluster.shutdown().await.expect("survivors stop cleanly");
+    close_and_shut_down(client, cluster).await;
 }
 
 const SCALE_N_PROBES: usize = 200;
@@ -335,48 +420,34 @@ const SCALE_N_REPLIES_PER_STEP: u64 = 500;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_scale_out_and_graceful_leave_under_load() {
     let test_name = "cluster_scale_out_and_graceful_leave_under_load";
-    let Some(url) = lanmesh_tests::broker_url_or_skip(test_name) else {
+    let Some(Fixture {
+        mut cluster,
+        client,
+        probe_ids,
+        progress,
+    }) = balanced_cluster(test_name, 3, "scale", SCALE_N_PROBES).await
+    else {
         return;
     };
-    let mut cluster = TestCluster::start(&url, test_name, ClusterSpec::default(), 3)
-        .await
-        .expect("three nodes start");
-    cluster
-        .wait_balanced(SETTLE_TIMEOUT)
-        .await
-        .expect("three nodes settle");
-    let client = connect_client(&cluster).await;
-    let probe_ids = probe_ids("scale", SCALE_N_PROBES);
-    let progress = Arc::new(LoadProgress::default());
     let stop = Arc::new(AtomicBool::new(false));
 
-    let mut load = JoinSet::new();
-    for (probe_index, probe_id) in probe_ids.iter().cloned().enumerate() {
-        let client = Arc::clone(&client);
-        let progress = Arc::clone(&progress);
-        let stop = Arc::clone(&stop);
-        load.spawn(async move {
-            let sequence = async {
+    let load = spawn_load(
+        &client,
+        &probe_ids,
+        &progress,
+        |client, probe_id, progress| {
+            let stop = Arc::clone(&stop);
+            async move {
                 let mut n_acknowledged = 0_u64;
                 while !stop.load(Ordering::Acquire) {
                     let seq = n_acknowledged + 1;
-                    let n_applied = client.record(&probe_id, seq).await?;
-                    anyhow::ensure!(
-                        n_applied == seq,
-                        "{probe_id}: Record {seq} answered n_applied {n_applied}"
-                    );
+                    record_next(&client, &probe_id, seq, &progress).await?;
                     n_acknowledged = seq;
-                    progress.reply();
                 }
                 Ok(n_acknowledged)
-            };
-            let result = sequence.await;
-            if let Err(error) = &result {
-                progress.fail(error);
             }
-            (probe_index, result)
-        });
-    }
+        },
+    );
     progress
         .wait_replies(SCALE_N_REPLIES_PER_STEP, PROGRESS_TIMEOUT)
         .await;
@@ -434,9 +505,8 @@ async fn cluster_scale_out_and_graceful_leave_under_load() {
         n_given, newcomer_shards,
         "the shards the newcomer owns came from the first three: {handoffs_by_giver:?}"
     );
-    let mark = progress.n_replies();
     progress
-        .wait_replies(mark + SCALE_N_REPLIES_PER_STEP, PROGRESS_TIMEOUT)
+        .wait_more_replies(SCALE_N_REPLIES_PER_STEP, PROGRESS_TIMEOUT)
         .await;
 
     let leaver = 0;
@@ -451,33 +521,20 @@ async fn cluster_scale_out_and_graceful_leave_under_load() {
         .wait_balanced(GRACEFUL_EXIT_TIMEOUT)
         .await
         .expect("the remaining three own every shard");
-    let mark = progress.n_replies();
     progress
-        .wait_replies(mark + SCALE_N_REPLIES_PER_STEP, PROGRESS_TIMEOUT)
+        .wait_more_replies(SCALE_N_REPLIES_PER_STEP, PROGRESS_TIMEOUT)
         .await;
 
     stop.store(true, Ordering::Release);
     let n_acknowledged = join_load(load, LOAD_DRAIN_TIMEOUT).await;
     assert_eq!(n_acknowledged.len(), SCALE_N_PROBES);
-    let reports = inspect_all(&client, &probe_ids).await;
-    let mut violations = Vec::new();
-    for (probe_index, probe_id) in probe_ids.iter().enumerate() {
-        let acknowledged = n_acknowledged.get(&probe_index).copied().unwrap_or(0);
-        match reports.get(probe_id) {
-            Some(report) => violations.extend(probe_violations(probe_id, report, acknowledged)),
-            None => violations.push(format!("{probe_id}: no report")),
-        }
-    }
-    assert_no_violations(&violations, reports.len());
+    verify_probes(&client, &probe_ids, |probe_index| {
+        n_acknowledged.get(&probe_index).copied().unwrap_or(0)
+    })
+    .await;
 
-    let n_redeliveries = cluster
-        .sum_over_running(METRIC_REDELIVERIES)
-        .await
-        .expect("redeliveries readable");
-    let n_duplicates = cluster
-        .sum_over_running(METRIC_DUPLICATES_DROPPED)
-        .await
-        .expect("duplicates readable");
+    let n_redeliveries = sum_over_running(&cluster, METRIC_REDELIVERIES).await;
+    let n_duplicates = sum_over_running(&cluster, METRIC_DUPLICATES_DROPPED).await;
     eprintln!(
         "{test_name}: {} requests acknowledged; (node, shards given to the newcomer, handoffs \
          counted) {handoffs_by_giver:?}; graceful leave took {:.2} s; survivors counted \
@@ -491,8 +548,7 @@ async fn cluster_scale_out_and_graceful_leave_under_load() {
         "redelivery storm: {n_redeliveries} redeliveries for {SCALE_N_PROBES} probes"
     );
 
-    client.close().await;
-    cluster.shutdown().await.expect("nodes stop cleanly");
+    close_and_shut_down(client, cluster).await;
 }
 
 const RELAY_N_PROBES: usize = 100;
@@ -502,18 +558,15 @@ const RELAY_N_PROBES: usize = 100;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_probes_relay_to_each_other_exactly_once() {
     let test_name = "cluster_probes_relay_to_each_other_exactly_once";
-    let Some(url) = lanmesh_tests::broker_url_or_skip(test_name) else {
+    let Some(Fixture {
+        cluster,
+        client,
+        probe_ids,
+        ..
+    }) = balanced_cluster(test_name, 2, "relay", RELAY_N_PROBES).await
+    else {
         return;
     };
-    let mut cluster = TestCluster::start(&url, test_name, ClusterSpec::default(), 2)
-        .await
-        .expect("two nodes start");
-    cluster
-        .wait_balanced(SETTLE_TIMEOUT)
-        .await
-        .expect("two nodes settle");
-    let client = connect_client(&cluster).await;
-    let probe_ids = probe_ids("relay", RELAY_N_PROBES);
 
     let relays: Vec<(&String, &String)> = probe_ids
         .iter()
@@ -561,6 +614,5 @@ async fn cluster_probes_relay_to_each_other_exactly_once() {
     );
     assert_eq!(reports.len(), RELAY_N_PROBES);
 
-    client.close().await;
-    cluster.shutdown().await.expect("nodes stop cleanly");
+    close_and_shut_down(client, cluster).await;
 }

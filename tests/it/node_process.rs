@@ -2,33 +2,57 @@
 //! graceful shutdown.
 
 use crate::amqp_conformance::delete_cluster;
-use lanmesh_tests::{NodeProcess, http_get};
+use lanmesh::load::http_client::http_get;
+use lanmesh::load::node_process::{NodeProcess, free_port};
+use lanmesh_tests::start_node;
 use std::time::Duration;
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// A node started with `env` in a temporary directory of its own, once `path` answers 200;
+/// with the directory and that answer's body.
+async fn start_answering(
+    env: &[(&str, &str)],
+    path: &str,
+) -> (tempfile::TempDir, NodeProcess, String) {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let mut node = start_node(directory.path(), env).expect("spawn");
+    let body = node
+        .wait_for_status(path, 200, START_TIMEOUT)
+        .await
+        .unwrap_or_else(|error| panic!("{path} answers 200: {error:#}"));
+    (directory, node, body)
+}
+
+/// `GET path` on `node`: `(status, body)`.
+async fn get(node: &NodeProcess, path: &str) -> (u16, String) {
+    http_get(&node.http_address, path)
+        .await
+        .unwrap_or_else(|error| panic!("GET {path}: {error:#}"))
+}
+
+/// Stops `node` with SIGTERM, asserts that it exits 0 in time, and returns what it logged.
+async fn stop_cleanly(node: &mut NodeProcess) -> String {
+    let status = node
+        .terminate(STOP_TIMEOUT)
+        .await
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    node.stderr()
+}
+
 #[tokio::test]
 async fn starts_with_no_configuration_and_stops_on_sigterm() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let mut node = NodeProcess::start(directory.path(), &[]).expect("spawn");
-    assert_eq!(
-        node.wait_for_status("/healthz", 200, START_TIMEOUT)
-            .await
-            .expect("healthz"),
-        "ok\n"
-    );
-    let (status, body) = http_get(&node.http_address, "/readyz")
-        .await
-        .expect("readyz");
+    let (directory, mut node, health) = start_answering(&[], "/healthz").await;
+    assert_eq!(health, "ok\n");
+    let (status, body) = get(&node, "/readyz").await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
-    let (status, metrics) = http_get(&node.http_address, "/metrics")
-        .await
-        .expect("metrics");
+    let (status, metrics) = get(&node, "/metrics").await;
     assert_eq!(status, 200);
     assert!(metrics.contains("lanmesh_bus_connected 1"), "{metrics}");
     assert!(metrics.contains("lanmesh_build_info{version="), "{metrics}");
-    let (status, _) = http_get(&node.http_address, "/nope").await.expect("404");
+    let (status, _) = get(&node, "/nope").await;
     assert_eq!(status, 404);
 
     let node_id =
@@ -39,12 +63,7 @@ async fn starts_with_no_configuration_and_stops_on_sigterm() {
         "sqlite file under ./data"
     );
 
-    let status = node
-        .terminate(STOP_TIMEOUT)
-        .await
-        .expect("exits on SIGTERM");
-    assert!(status.success(), "exit status {status}");
-    let log = node.stderr();
+    let log = stop_cleanly(&mut node).await;
     assert!(
         log.contains("shutting down") && log.contains("stopped"),
         "{log}"
@@ -53,7 +72,7 @@ async fn starts_with_no_configuration_and_stops_on_sigterm() {
 
 async fn refused(env: &[(&str, &str)], expected_fragments: &[&str]) {
     let directory = tempfile::tempdir().expect("tempdir");
-    let mut node = NodeProcess::start(directory.path(), env).expect("spawn");
+    let mut node = start_node(directory.path(), env).expect("spawn");
     let status = node.wait_exit(STOP_TIMEOUT).await.expect("exits by itself");
     assert_eq!(status.code(), Some(78), "{env:?}: exit status {status}");
     let message = node.stderr();
@@ -118,30 +137,17 @@ async fn joins_rabbitmq_and_is_ready_while_connected() {
         return;
     };
     let cluster_name = lanmesh_tests::unique_cluster_name(test_name);
-    let directory = tempfile::tempdir().expect("tempdir");
-    let mut node = NodeProcess::start(
-        directory.path(),
-        &[
-            ("LANMESH__BUS__AMQP_URL", url.as_str()),
-            ("LANMESH__CLUSTER__NAME", cluster_name.as_str()),
-            ("LANMESH__CLUSTER__N_SHARDS", "4"),
-            ("LANMESH__NODE__ID", "it-node-1"),
-        ],
-    )
-    .expect("spawn");
-    node.wait_for_status("/readyz", 200, START_TIMEOUT)
-        .await
-        .expect("ready once connected");
-    let (_, metrics) = http_get(&node.http_address, "/metrics")
-        .await
-        .expect("metrics");
+    let env = [
+        ("LANMESH__BUS__AMQP_URL", url.as_str()),
+        ("LANMESH__CLUSTER__NAME", cluster_name.as_str()),
+        ("LANMESH__CLUSTER__N_SHARDS", "4"),
+        ("LANMESH__NODE__ID", "it-node-1"),
+    ];
+    // Ready once connected.
+    let (_directory, mut node, _) = start_answering(&env, "/readyz").await;
+    let (_, metrics) = get(&node, "/metrics").await;
     assert!(metrics.contains("lanmesh_bus_connected 1"), "{metrics}");
-    let status = node
-        .terminate(STOP_TIMEOUT)
-        .await
-        .expect("exits on SIGTERM");
-    assert!(status.success(), "exit status {status}");
-    let log = node.stderr();
+    let log = stop_cleanly(&mut node).await;
     assert!(
         !log.contains("guest:guest"),
         "the broker password must not be logged: {log}"
@@ -151,30 +157,18 @@ async fn joins_rabbitmq_and_is_ready_while_connected() {
 
 #[tokio::test]
 async fn unreachable_broker_keeps_node_alive_but_not_ready() {
-    let directory = tempfile::tempdir().expect("tempdir");
-    let port = lanmesh_tests::free_port().expect("port");
+    let port = free_port().expect("port");
     let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
-    let mut node = NodeProcess::start(
-        directory.path(),
-        &[
-            ("LANMESH__BUS__AMQP_URL", url.as_str()),
-            ("LANMESH__CLUSTER__N_SHARDS", "2"),
-        ],
-    )
-    .expect("spawn");
-    node.wait_for_status("/healthz", 200, START_TIMEOUT)
-        .await
-        .expect("alive");
-    let (status, body) = http_get(&node.http_address, "/readyz")
-        .await
-        .expect("readyz");
+    let env = [
+        ("LANMESH__BUS__AMQP_URL", url.as_str()),
+        ("LANMESH__CLUSTER__N_SHARDS", "2"),
+    ];
+    // Alive, though not connected.
+    let (_directory, mut node, _) = start_answering(&env, "/healthz").await;
+    let (status, body) = get(&node, "/readyz").await;
     assert_eq!(
         (status, body.as_str()),
         (503, "not ready: message bus not connected\n")
     );
-    let status = node
-        .terminate(STOP_TIMEOUT)
-        .await
-        .expect("exits on SIGTERM");
-    assert!(status.success(), "exit status {status}");
+    stop_cleanly(&mut node).await;
 }

@@ -2,9 +2,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lanmesh::load::LatencyMeasurement;
 use lanmesh::load::bus::{BusBenchReport, BusBenchSettings};
 use lanmesh::load::entities::{EntityBenchReport, EntityBenchSettings};
+use lanmesh::load::{LatencyMeasurement, Measurement};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -89,24 +89,42 @@ enum Scenario {
     },
 }
 
-fn print_bus(report: &BusBenchReport) {
-    let line = |measurement: &lanmesh::load::Measurement| {
-        println!(
-            "{:<26} {:>10} msgs {:>8.2} s {:>12.0} msg/s",
-            measurement.name,
-            measurement.n_messages,
-            measurement.elapsed_seconds,
-            measurement.messages_per_second
-        );
-    };
-    line(&report.raw_lapin);
-    line(&report.bus_amqp);
+/// One row of a throughput table.
+fn print_throughput(measurement: &Measurement) {
     println!(
-        "{:<26} {:>10.1} % of raw lapin",
-        "bus / raw",
-        report.ratio * 100.0
+        "{:<26} {:>10} msgs {:>8.2} s {:>12.0} msg/s",
+        measurement.name,
+        measurement.n_messages,
+        measurement.elapsed_seconds,
+        measurement.messages_per_second
     );
-    line(&report.bus_in_process);
+}
+
+/// One row of a latency table.
+fn print_latency(measurement: &LatencyMeasurement) {
+    println!(
+        "{:<26} {:>10} {:>7} {:>8.2} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
+        measurement.name,
+        measurement.n_requests,
+        measurement.n_errors,
+        measurement.elapsed_seconds,
+        measurement.requests_per_second,
+        measurement.p50_ms,
+        measurement.p99_ms,
+        measurement.max_ms
+    );
+}
+
+/// The row comparing a side with its baseline: `ratio` as a percentage of `baseline`.
+fn print_ratio(label: &str, ratio: f64, baseline: &str) {
+    println!("{label:<26} {:>10.1} % of {baseline}", ratio * 100.0);
+}
+
+fn print_bus(report: &BusBenchReport) {
+    print_throughput(&report.raw_lapin);
+    print_throughput(&report.bus_amqp);
+    print_ratio("bus / raw", report.ratio, "raw lapin");
+    print_throughput(&report.bus_in_process);
 }
 
 fn print_entities(report: &EntityBenchReport) {
@@ -122,26 +140,9 @@ fn print_entities(report: &EntityBenchReport) {
         "{:<26} {:>10} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9}",
         "", "requests", "errors", "seconds", "req/s", "p50 ms", "p99 ms", "max ms"
     );
-    let line = |measurement: &LatencyMeasurement| {
-        println!(
-            "{:<26} {:>10} {:>7} {:>8.2} {:>10.0} {:>9.2} {:>9.2} {:>9.2}",
-            measurement.name,
-            measurement.n_requests,
-            measurement.n_errors,
-            measurement.elapsed_seconds,
-            measurement.requests_per_second,
-            measurement.p50_ms,
-            measurement.p99_ms,
-            measurement.max_ms
-        );
-    };
-    line(&report.entity);
-    line(&report.raw_lapin);
-    println!(
-        "{:<26} {:>10.1} % of raw lapin throughput",
-        "entity / raw",
-        report.ratio * 100.0
-    );
+    print_latency(&report.entity);
+    print_latency(&report.raw_lapin);
+    print_ratio("entity / raw", report.ratio, "raw lapin throughput");
 }
 
 fn print_report<T: serde::Serialize>(

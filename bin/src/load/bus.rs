@@ -8,8 +8,8 @@
 //! The in-process transport is measured on a single-threaded runtime (one core).
 
 use crate::load::raw_lapin::{
-    PERSISTENT, confirm_channel, declare_quorum_queue, ensure_acked, publish_mandatory,
-    unique_queue_name,
+    PERSISTENT, confirm_channel, consume_with_prefetch, declare_quorum_queue, ensure_acked,
+    publish_mandatory, unique_queue_name,
 };
 use crate::load::{Measurement, median};
 use anyhow::Context;
@@ -21,8 +21,7 @@ use lanmesh_bus::{
     Delivery, Destination, EntityAddress, Envelope, HandlerOutcome, NodeId, PublishOptions,
     ShardId, Source, Transport, handler_fn,
 };
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicAckOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde::Serialize;
 use std::sync::Arc;
@@ -107,17 +106,8 @@ async fn raw_lapin_round(settings: &BusBenchSettings) -> anyhow::Result<Measurem
     let publish_channel = confirm_channel(&connection).await?;
     declare_quorum_queue(&publish_channel, &queue).await?;
     let consume_channel = connection.create_channel().await?;
-    consume_channel
-        .basic_qos(settings.prefetch, BasicQosOptions::default())
-        .await?;
-    let mut consumer = consume_channel
-        .basic_consume(
-            queue.as_str().into(),
-            "bench".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer =
+        consume_with_prefetch(&consume_channel, &queue, "bench", settings.prefetch).await?;
     let arrivals = Arrivals::new(settings.n_messages);
     let consuming = {
         let arrivals = Arc::clone(&arrivals);

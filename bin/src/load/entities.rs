@@ -19,28 +19,22 @@
 
 use crate::load::LatencyMeasurement;
 use crate::load::local_cluster::{
-    LocalCluster, LocalClusterSettings, node_binary_beside_current_exe,
+    ClusterSpec, LocalCluster, LocalClusterSettings, node_binary_beside_current_exe,
 };
+use crate::load::probe_client::{ProbeClient, ProbeClientSettings};
 use crate::load::raw_lapin::{
-    PERSISTENT, TRANSIENT, confirm_channel, declare_quorum_queue, ensure_acked, publish_mandatory,
-    unique_queue_name,
+    PERSISTENT, TRANSIENT, confirm_channel, consume_with_prefetch, declare_quorum_queue,
+    ensure_acked, publish_mandatory, unique_queue_name,
 };
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
-use lanmesh_actors::entities::probe::{self, ProbeReply, ProbeRequest};
+use lanmesh_actors::entities::probe::{self, ProbeRequest};
 use lanmesh_actors::model::entity_kind::EntityKind;
-use lanmesh_bus::amqp::{AmqpConfig, AmqpTransport};
 use lanmesh_bus::codec::{FrameLimits, encode_envelope};
-use lanmesh_bus::request_reply::{RequestPolicy, Requester};
-use lanmesh_bus::shard_map::ShardMap;
-use lanmesh_bus::{
-    Delivery, Destination, Envelope, HandlerOutcome, NodeId, Source, Subscription, Transport,
-    handler_fn,
-};
+use lanmesh_bus::request_reply::RequestPolicy;
+use lanmesh_bus::{Envelope, NodeId};
 use lapin::message::Delivery as LapinDelivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
+use lapin::options::{BasicAckOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use serde::Serialize;
@@ -56,8 +50,8 @@ use tokio::time::Instant;
 
 /// How long spawned nodes may take to settle.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long the client may take to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a spawned node may take to stop after SIGTERM.
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Entity requests: resend after 5 s without a reply (same `msg_id`), give up after 60 s.
 const ENTITY_REQUEST_POLICY: RequestPolicy = RequestPolicy {
     attempt_timeout: Duration::from_secs(5),
@@ -137,17 +131,7 @@ pub async fn run(settings: &EntityBenchSettings) -> anyhow::Result<EntityBenchRe
     };
     let mut cluster_opt = None;
     if settings.spawn_nodes > 0 {
-        let node_binary = match &settings.node_binary_opt {
-            Some(path) => path.clone(),
-            None => node_binary_beside_current_exe()?,
-        };
-        cluster_opt = Some(LocalCluster::start(LocalClusterSettings {
-            amqp_url: settings.amqp_url.clone(),
-            cluster_name: cluster_name.clone(),
-            n_shards: settings.n_shards,
-            n_nodes: settings.spawn_nodes,
-            node_binary,
-        })?);
+        cluster_opt = Some(spawn_cluster(settings, &cluster_name)?);
     }
     let measured = async {
         if let Some(cluster) = &mut cluster_opt {
@@ -161,7 +145,7 @@ pub async fn run(settings: &EntityBenchSettings) -> anyhow::Result<EntityBenchRe
     .await;
     if let Some(cluster) = cluster_opt {
         let directory = cluster.directory().to_path_buf();
-        let stopped = cluster.stop(measured.is_err()).await;
+        let stopped = stop_spawned(cluster, measured.is_err()).await;
         if measured.is_err() {
             tracing::error!(logs = %directory.display(), "run failed; node logs kept");
         }
@@ -178,6 +162,47 @@ pub async fn run(settings: &EntityBenchSettings) -> anyhow::Result<EntityBenchRe
         entity,
         raw_lapin,
     })
+}
+
+/// Starts `settings.spawn_nodes` nodes of cluster `cluster_name` in a new temporary directory,
+/// without waiting for them.
+fn spawn_cluster(
+    settings: &EntityBenchSettings,
+    cluster_name: &str,
+) -> anyhow::Result<LocalCluster> {
+    let node_binary = match &settings.node_binary_opt {
+        Some(path) => path.clone(),
+        None => node_binary_beside_current_exe()?,
+    };
+    let directory =
+        std::env::temp_dir().join(format!("lanmesh-load-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    LocalCluster::start(
+        LocalClusterSettings {
+            amqp_url: settings.amqp_url.clone(),
+            cluster_name: cluster_name.to_owned(),
+            node_binary,
+            directory,
+            node_id_prefix: "load-node".to_owned(),
+            spec: ClusterSpec::new(settings.n_shards),
+        },
+        settings.spawn_nodes,
+    )
+}
+
+/// Stops the spawned nodes with SIGTERM, deletes the cluster's broker topology and, when
+/// `keep_logs` is false and all went well, the temporary directory.
+async fn stop_spawned(mut cluster: LocalCluster, keep_logs: bool) -> anyhow::Result<()> {
+    cluster.stop(NODE_STOP_TIMEOUT).await?;
+    let directory = cluster.directory().to_path_buf();
+    if keep_logs {
+        tracing::info!(directory = %directory.display(), "node logs kept");
+    } else {
+        std::fs::remove_dir_all(&directory)
+            .with_context(|| format!("removing {}", directory.display()))?;
+    }
+    Ok(())
 }
 
 /// When the workers stop: after a number of requests, or at a deadline.
@@ -273,88 +298,6 @@ where
     Ok(LatencyMeasurement::new(name, latencies, n_errors, elapsed))
 }
 
-/// A client of the cluster's probes with its own inbox.
-struct ProbeClient {
-    client_id: NodeId,
-    transport: AmqpTransport,
-    requester: Arc<Requester>,
-    shard_map: ShardMap,
-    inbox: Mutex<Option<Subscription>>,
-}
-
-impl ProbeClient {
-    async fn connect(url: &str, cluster_name: &str, n_shards: u16) -> anyhow::Result<Self> {
-        let client_id = NodeId::new(format!(
-            "load-client-{}",
-            uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .get(..12)
-                .unwrap_or("x")
-        ))?;
-        let shard_map = ShardMap::new(n_shards).context("--n-shards must be positive")?;
-        let transport = AmqpTransport::start(AmqpConfig {
-            n_shards,
-            ..AmqpConfig::new(url, cluster_name, client_id.clone())
-        });
-        transport
-            .wait_until_ready(CONNECT_TIMEOUT)
-            .await
-            .context("connecting the probe client")?;
-        let requester = Requester::new(client_id.clone(), Arc::new(transport.clone()));
-        let pushes = handler_fn(|_delivery: Delivery| async { HandlerOutcome::Ack });
-        let inbox = transport
-            .subscribe(
-                Source::NodeInbox(client_id.clone()),
-                requester.inbox_handler(pushes),
-            )
-            .await
-            .context("subscribing the client's inbox")?;
-        Ok(Self {
-            client_id,
-            transport,
-            requester,
-            shard_map,
-            inbox: Mutex::new(Some(inbox)),
-        })
-    }
-
-    fn record_envelope(&self, probe_id: &str, seq: u64) -> anyhow::Result<(Destination, Envelope)> {
-        let address = EntityKind::Probe.address(probe_id)?;
-        let destination = Destination::Shard(self.shard_map.shard_for(&address));
-        let payload = probe::encode(&ProbeRequest::Record { seq })?;
-        Ok((
-            destination,
-            Envelope::new(address, self.client_id.clone(), payload),
-        ))
-    }
-
-    async fn record(&self, probe_id: &str, seq: u64) -> anyhow::Result<u64> {
-        let (destination, envelope) = self.record_envelope(probe_id, seq)?;
-        let reply = self
-            .requester
-            .request(&destination, envelope, &ENTITY_REQUEST_POLICY)
-            .await
-            .with_context(|| format!("probe {probe_id}: Record {seq}"))?;
-        match probe::decode::<ProbeReply>(&reply.payload)? {
-            ProbeReply::Recorded { n_applied } => Ok(n_applied),
-            other => bail!("probe {probe_id}: Record {seq} answered {other:?}"),
-        }
-    }
-
-    async fn close(&self) {
-        let inbox_opt = self
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(inbox) = inbox_opt {
-            inbox.cancel().await;
-        }
-        self.transport.close().await;
-    }
-}
-
 /// The probes worker `worker` of `concurrency` sends to: every `concurrency`-th one.
 fn n_probes_of_worker(n_probes: usize, concurrency: usize, worker: usize) -> usize {
     n_probes.saturating_sub(worker).div_ceil(concurrency.max(1))
@@ -364,8 +307,16 @@ async fn entity_round(
     settings: &EntityBenchSettings,
     cluster_name: &str,
 ) -> anyhow::Result<LatencyMeasurement> {
-    let client =
-        Arc::new(ProbeClient::connect(&settings.amqp_url, cluster_name, settings.n_shards).await?);
+    let client = Arc::new(
+        ProbeClient::connect(&ProbeClientSettings {
+            amqp_url: settings.amqp_url.clone(),
+            cluster_name: cluster_name.to_owned(),
+            n_shards: settings.n_shards,
+            client_id_prefix: "load-client".to_owned(),
+            request_policy: ENTITY_REQUEST_POLICY,
+        })
+        .await?,
+    );
     let run_tag = uuid::Uuid::new_v4().simple().to_string();
     let probe_ids: Arc<Vec<String>> = Arc::new(
         (0..settings.n_probes)
@@ -467,18 +418,14 @@ async fn raw_round(settings: &EntityBenchSettings) -> anyhow::Result<LatencyMeas
     let request_channel = responder_connection.create_channel().await?;
     declare_quorum_queue(&request_channel, &request_queue).await?;
     let responder_prefetch = u16::try_from(settings.concurrency).unwrap_or(u16::MAX);
-    request_channel
-        .basic_qos(responder_prefetch, BasicQosOptions::default())
-        .await?;
+    let mut requests = consume_with_prefetch(
+        &request_channel,
+        &request_queue,
+        "responder",
+        responder_prefetch,
+    )
+    .await?;
     let reply_channel = confirm_channel(&responder_connection).await?;
-    let mut requests = request_channel
-        .basic_consume(
-            request_queue.as_str().into(),
-            "responder".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
     let responding = tokio::spawn(async move {
         while let Some(Ok(request)) = requests.next().await {
             let reply_channel = reply_channel.clone();
@@ -508,17 +455,13 @@ async fn raw_round(settings: &EntityBenchSettings) -> anyhow::Result<LatencyMeas
         .name()
         .as_str()
         .to_owned();
-    reply_consume_channel
-        .basic_qos(RAW_REPLY_PREFETCH, BasicQosOptions::default())
-        .await?;
-    let mut replies = reply_consume_channel
-        .basic_consume(
-            reply_queue.as_str().into(),
-            "requester".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut replies = consume_with_prefetch(
+        &reply_consume_channel,
+        &reply_queue,
+        "requester",
+        RAW_REPLY_PREFETCH,
+    )
+    .await?;
     let pending: PendingReplies = Arc::default();
     let dispatching = {
         let pending = Arc::clone(&pending);

@@ -1,49 +1,504 @@
-//! A throwaway cluster of `lanmesh-node` processes started by `lanmesh-load` itself
-//! (`--spawn-nodes`): one temporary directory, one SQLite file shared by every node (how nodes
-//! share storage on one machine), a unique cluster name, and just enough HTTP to read each
-//! node's `/metrics` and see that the cluster settled.
+//! A cluster of real `lanmesh-node` processes on this machine: every node in one directory
+//! (its working directory, its log file, and one SQLite file they all share, which is how nodes
+//! share storage on one machine), configured through `LANMESH__…` variables, watched through
+//! its `/metrics`. `lanmesh-load entities --spawn-nodes` runs one; the integration suite builds
+//! its `TestCluster` on it.
 
+use crate::load::http_client::http_get;
+use crate::load::metrics_text::{METRIC_CLUSTER_NODES, METRIC_SHARDS_OWNED, metric_value};
+use crate::load::node_process::NodeProcess;
 use anyhow::{Context, bail};
 use lanmesh_bus::NodeId;
 use lanmesh_bus::amqp::AmqpConfig;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::ExitStatus;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::time::Instant;
 
-/// How long a node may take to stop after SIGTERM.
-const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the cluster's state is polled.
-const POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// How often cluster conditions are polled.
+const CLUSTER_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Lines of each node's log shown when the cluster misbehaves.
+const N_LOG_LINES_ON_ERROR: usize = 30;
+/// Lines of a node's log shown when that node misbehaves.
+const N_LOG_LINES_OF_FAILED_NODE: usize = 40;
 
-/// What to start.
+/// How the nodes are configured. `None` leaves the node's default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// `cluster.n_shards`.
+    pub n_shards: u16,
+    /// `cluster.heartbeat_interval_ms` (node default 1000).
+    pub heartbeat_interval_ms_opt: Option<u64>,
+    /// `cluster.missed_heartbeats` (node default 3).
+    pub missed_heartbeats_opt: Option<u32>,
+    /// `cluster.handoff_timeout_ms` (node default 10000).
+    pub handoff_timeout_ms_opt: Option<u64>,
+    /// `host.passivate_after_idle_ms` (node default 300000).
+    pub passivate_after_idle_ms_opt: Option<u64>,
+    /// `log.filter` (node default `info`).
+    pub log_filter_opt: Option<String>,
+}
+
+impl ClusterSpec {
+    /// `n_shards` shards and the nodes' own defaults for everything else.
+    pub fn new(n_shards: u16) -> Self {
+        Self {
+            n_shards,
+            heartbeat_interval_ms_opt: None,
+            missed_heartbeats_opt: None,
+            handoff_timeout_ms_opt: None,
+            passivate_after_idle_ms_opt: None,
+            log_filter_opt: None,
+        }
+    }
+
+    /// The `LANMESH__…` variables this spec sets.
+    fn node_env(&self) -> Vec<(&'static str, String)> {
+        let optional = [
+            (
+                "LANMESH__CLUSTER__HEARTBEAT_INTERVAL_MS",
+                self.heartbeat_interval_ms_opt
+                    .map(|value| value.to_string()),
+            ),
+            (
+                "LANMESH__CLUSTER__MISSED_HEARTBEATS",
+                self.missed_heartbeats_opt.map(|value| value.to_string()),
+            ),
+            (
+                "LANMESH__CLUSTER__HANDOFF_TIMEOUT_MS",
+                self.handoff_timeout_ms_opt.map(|value| value.to_string()),
+            ),
+            (
+                "LANMESH__HOST__PASSIVATE_AFTER_IDLE_MS",
+                self.passivate_after_idle_ms_opt
+                    .map(|value| value.to_string()),
+            ),
+            ("LANMESH__LOG__FILTER", self.log_filter_opt.clone()),
+        ];
+        let mut env = vec![("LANMESH__CLUSTER__N_SHARDS", self.n_shards.to_string())];
+        env.extend(
+            optional
+                .into_iter()
+                .filter_map(|(key, value_opt)| Some((key, value_opt?))),
+        );
+        env
+    }
+}
+
+/// Where and what to run.
 #[derive(Debug, Clone)]
 pub struct LocalClusterSettings {
     /// Broker URL.
     pub amqp_url: String,
     /// `cluster.name` of every node.
     pub cluster_name: String,
-    /// `cluster.n_shards` of every node.
-    pub n_shards: u16,
-    /// How many nodes.
-    pub n_nodes: usize,
     /// The `lanmesh-node` executable.
     pub node_binary: PathBuf,
+    /// An existing directory for the nodes' working directories, logs and SQLite file; the
+    /// caller owns it (and removes it).
+    pub directory: PathBuf,
+    /// Node `i` (from 1) is `{node_id_prefix}-{i}`.
+    pub node_id_prefix: String,
+    /// How every node is configured.
+    pub spec: ClusterSpec,
 }
 
-struct LocalNode {
-    node_id: String,
-    http_address: String,
-    child: Child,
-    log_path: PathBuf,
+/// One node of a [`LocalCluster`].
+pub struct ClusterNode {
+    /// Its `node.id`.
+    pub node_id: String,
+    /// Its HTTP address.
+    pub http_address: String,
+    process: NodeProcess,
+    running: bool,
 }
 
-/// Running node processes; dropping it kills those still running.
+/// What one running node reports about the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    /// The node's index in the [`LocalCluster`].
+    pub index: usize,
+    /// Its `node.id`.
+    pub node_id: String,
+    /// `lanmesh_shards_owned`, when it answered.
+    pub shards_owned_opt: Option<f64>,
+    /// `lanmesh_cluster_nodes`, when it answered.
+    pub cluster_nodes_opt: Option<f64>,
+    /// Why `/metrics` could not be read, when it could not.
+    pub scrape_error_opt: Option<String>,
+}
+
+/// One scrape of every running node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterView {
+    /// The running nodes, by index.
+    pub nodes: Vec<NodeView>,
+}
+
+impl ClusterView {
+    /// Shards owned, added up over the running nodes.
+    pub fn n_shards_owned(&self) -> f64 {
+        self.nodes
+            .iter()
+            .filter_map(|node| node.shards_owned_opt)
+            .sum()
+    }
+
+    /// The view of node `index`, if it is running.
+    pub fn node(&self, index: usize) -> Option<&NodeView> {
+        self.nodes.iter().find(|node| node.index == index)
+    }
+
+    /// Settled: every running node sees exactly the running nodes alive, and together they own
+    /// each of the `n_shards` shards.
+    pub fn is_settled(&self, n_shards: u16) -> bool {
+        let n_running = self.nodes.len() as f64;
+        !self.nodes.is_empty()
+            && self.nodes.iter().all(|node| {
+                node.shards_owned_opt.is_some() && node.cluster_nodes_opt == Some(n_running)
+            })
+            && self.n_shards_owned() == f64::from(n_shards)
+    }
+}
+
+impl std::fmt::Display for ClusterView {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show =
+            |value_opt: Option<f64>| value_opt.map_or("?".to_owned(), |value| value.to_string());
+        for node in &self.nodes {
+            write!(
+                formatter,
+                "[#{} {}: shards_owned={} cluster_nodes={}",
+                node.index,
+                node.node_id,
+                show(node.shards_owned_opt),
+                show(node.cluster_nodes_opt)
+            )?;
+            if let Some(error) = &node.scrape_error_opt {
+                write!(formatter, " scrape error: {error}")?;
+            }
+            formatter.write_str("] ")?;
+        }
+        write!(
+            formatter,
+            "(shards owned in all: {})",
+            self.n_shards_owned()
+        )
+    }
+}
+
+/// Real `lanmesh-node` processes forming one cluster. Dropping it kills the nodes that still
+/// run; [`LocalCluster::stop`] stops them gracefully and deletes the cluster's broker topology.
 pub struct LocalCluster {
     settings: LocalClusterSettings,
-    directory: PathBuf,
-    nodes: Vec<LocalNode>,
+    nodes: Vec<ClusterNode>,
+}
+
+impl LocalCluster {
+    /// Starts `n_nodes` nodes without waiting for them; see [`LocalCluster::wait_ready`] and
+    /// [`LocalCluster::wait_settled`].
+    pub fn start(settings: LocalClusterSettings, n_nodes: usize) -> anyhow::Result<Self> {
+        let mut cluster = Self {
+            settings,
+            nodes: Vec::new(),
+        };
+        for _ in 0..n_nodes {
+            cluster.spawn_node()?;
+        }
+        Ok(cluster)
+    }
+
+    /// Starts one more node, logging to `{node_id}.log` in the cluster's directory, without
+    /// waiting for it; returns its index.
+    pub fn spawn_node(&mut self) -> anyhow::Result<usize> {
+        let index = self.nodes.len();
+        let settings = &self.settings;
+        let node_id = format!("{}-{}", settings.node_id_prefix, index + 1);
+        let working_dir = settings.directory.join(&node_id);
+        std::fs::create_dir_all(&working_dir)
+            .with_context(|| format!("creating {}", working_dir.display()))?;
+        let path_text = |path: PathBuf| path.to_string_lossy().into_owned();
+        let mut env: Vec<(&str, String)> = vec![
+            ("LANMESH__NODE__ID", node_id.clone()),
+            (
+                "LANMESH__NODE__DATA_DIR",
+                path_text(working_dir.join("data")),
+            ),
+            ("LANMESH__CLUSTER__NAME", settings.cluster_name.clone()),
+            ("LANMESH__BUS__AMQP_URL", settings.amqp_url.clone()),
+            (
+                "LANMESH__STORAGE__SQLITE__PATH",
+                path_text(settings.directory.join("cluster.db")),
+            ),
+        ];
+        env.extend(settings.spec.node_env());
+        let env: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(key, value)| (*key, value.as_str()))
+            .collect();
+        let log_path = settings.directory.join(format!("{node_id}.log"));
+        let process =
+            NodeProcess::start_logging_to(&settings.node_binary, &working_dir, &env, &log_path)?;
+        tracing::info!(node = %node_id, http = %process.http_address, pid = process.pid(), "node started");
+        self.nodes.push(ClusterNode {
+            node_id,
+            http_address: process.http_address.clone(),
+            process,
+            running: true,
+        });
+        Ok(index)
+    }
+
+    /// Waits until node `index` answers `/readyz` (it is connected to the broker), at most
+    /// `timeout`; the error carries the end of its log.
+    pub async fn wait_ready(&mut self, index: usize, timeout: Duration) -> anyhow::Result<()> {
+        let node = self.node_mut(index)?;
+        let ready = node.process.wait_for_status("/readyz", 200, timeout).await;
+        if let Err(error) = ready {
+            let tail = node.process.log_tail(N_LOG_LINES_OF_FAILED_NODE);
+            bail!("{} not ready: {error:#}\n{tail}", node.node_id);
+        }
+        Ok(())
+    }
+
+    /// The broker URL.
+    pub fn url(&self) -> &str {
+        &self.settings.amqp_url
+    }
+
+    /// The cluster's name (prefix of its queues and exchanges).
+    pub fn cluster_name(&self) -> &str {
+        &self.settings.cluster_name
+    }
+
+    /// The number of shards.
+    pub fn n_shards(&self) -> u16 {
+        self.settings.spec.n_shards
+    }
+
+    /// The directory holding the nodes' working directories, logs and SQLite file.
+    pub fn directory(&self) -> &Path {
+        &self.settings.directory
+    }
+
+    /// Node `index`.
+    pub fn node(&self, index: usize) -> anyhow::Result<&ClusterNode> {
+        self.nodes
+            .get(index)
+            .with_context(|| format!("no node #{index}"))
+    }
+
+    fn node_mut(&mut self, index: usize) -> anyhow::Result<&mut ClusterNode> {
+        self.nodes
+            .get_mut(index)
+            .with_context(|| format!("no node #{index}"))
+    }
+
+    /// Indexes of the nodes not killed or terminated through this cluster.
+    pub fn running_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|index| self.nodes.get(*index).is_some_and(|node| node.running))
+            .collect()
+    }
+
+    /// Kills node `index` with SIGKILL: a crash, no handoff.
+    pub fn kill(&mut self, index: usize) -> anyhow::Result<ExitStatus> {
+        let node = self.node_mut(index)?;
+        node.running = false;
+        node.process.kill()
+    }
+
+    /// Kills every node with SIGKILL, running or not.
+    pub fn kill_all(&mut self) {
+        for node in &mut self.nodes {
+            node.running = false;
+            let _ = node.process.kill();
+        }
+    }
+
+    /// Sends SIGTERM to node `index` (a graceful leave) and waits for it to exit, at most
+    /// `timeout`; kills it when it does not.
+    pub async fn terminate(
+        &mut self,
+        index: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<ExitStatus> {
+        let node = self.node_mut(index)?;
+        node.running = false;
+        let exited = node.process.terminate(timeout).await;
+        if exited.is_err() {
+            let _ = node.process.kill();
+        }
+        exited
+    }
+
+    /// Node `index`'s `/metrics` text.
+    pub async fn scrape(&self, index: usize) -> anyhow::Result<String> {
+        let node = self.node(index)?;
+        let (status, body) = http_get(&node.http_address, "/metrics")
+            .await
+            .with_context(|| format!("scraping {}", node.node_id))?;
+        if status != 200 {
+            bail!("{}: /metrics answered {status}", node.node_id);
+        }
+        Ok(body)
+    }
+
+    /// Metric `name` on node `index`; an error when the node does not export it.
+    pub async fn metric(&self, index: usize, name: &str) -> anyhow::Result<f64> {
+        let text = self.scrape(index).await?;
+        metric_value(&text, name).with_context(|| {
+            format!(
+                "{} exports no {name}",
+                self.node(index).map_or("?", |node| node.node_id.as_str())
+            )
+        })
+    }
+
+    /// Metric `name` added up over the running nodes; an error when one does not export it.
+    pub async fn sum_over_running(&self, name: &str) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for index in self.running_nodes() {
+            total += self.metric(index, name).await?;
+        }
+        Ok(total)
+    }
+
+    /// Scrapes every running node once. Fails at once if a running node has exited (with the
+    /// end of its log).
+    pub async fn view(&mut self) -> anyhow::Result<ClusterView> {
+        let mut view = ClusterView::default();
+        for index in self.running_nodes() {
+            let node = self.node_mut(index)?;
+            if let Some(status) = node.process.try_exit_status()? {
+                let tail = node.process.log_tail(N_LOG_LINES_OF_FAILED_NODE);
+                bail!("{} exited unexpectedly with {status}\n{tail}", node.node_id);
+            }
+            let scraped = http_get(&node.http_address, "/metrics").await;
+            let mut node_view = NodeView {
+                index,
+                node_id: node.node_id.clone(),
+                shards_owned_opt: None,
+                cluster_nodes_opt: None,
+                scrape_error_opt: None,
+            };
+            match scraped {
+                Ok((200, text)) => {
+                    node_view.shards_owned_opt = metric_value(&text, METRIC_SHARDS_OWNED);
+                    node_view.cluster_nodes_opt = metric_value(&text, METRIC_CLUSTER_NODES);
+                }
+                Ok((status, _)) => node_view.scrape_error_opt = Some(format!("status {status}")),
+                Err(error) => node_view.scrape_error_opt = Some(format!("{error:#}")),
+            }
+            view.nodes.push(node_view);
+        }
+        Ok(view)
+    }
+
+    /// Polls the running nodes until `condition` holds for a view of them; fails after
+    /// `timeout` with the last view, what was awaited and the end of every node's log.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        condition: impl Fn(&ClusterView) -> bool,
+    ) -> anyhow::Result<ClusterView> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let view = self.view().await?;
+            if condition(&view) {
+                return Ok(view);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "{what}: not within {timeout:?}; last seen {view}; logs in {}\n{}",
+                    self.directory().display(),
+                    self.log_tails(N_LOG_LINES_ON_ERROR)
+                );
+            }
+            tokio::time::sleep(CLUSTER_POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until the cluster is settled (see [`ClusterView::is_settled`]) over the running
+    /// nodes.
+    pub async fn wait_settled(&mut self, timeout: Duration) -> anyhow::Result<ClusterView> {
+        let n_shards = self.n_shards();
+        let n_running = self.running_nodes().len();
+        self.wait_for(
+            &format!("cluster settled with {n_running} nodes and {n_shards} shards"),
+            timeout,
+            |view| view.is_settled(n_shards),
+        )
+        .await
+    }
+
+    /// The last `n_lines` of every node's log, labelled.
+    pub fn log_tails(&self, n_lines: usize) -> String {
+        self.nodes
+            .iter()
+            .map(|node| {
+                format!(
+                    "--- {} ---\n{}",
+                    node.node_id,
+                    node.process.log_tail(n_lines)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops every running node with SIGTERM (each may take `timeout`) and deletes the
+    /// cluster's broker topology. Fails when a node does not exit 0 in time (after the topology
+    /// is deleted all the same).
+    pub async fn stop(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        for index in self.running_nodes() {
+            let node_id = self.node(index)?.node_id.clone();
+            match self.terminate(index, timeout).await {
+                Ok(status) if status.success() => {}
+                Ok(status) => problems.push(format!("{node_id} exited with {status}")),
+                Err(error) => problems.push(format!("{node_id}: {error:#}")),
+            }
+        }
+        delete_cluster_topology(self.url(), self.cluster_name(), self.n_shards()).await?;
+        if !problems.is_empty() {
+            bail!(
+                "nodes did not stop cleanly: {}; logs in {}",
+                problems.join("; "),
+                self.directory().display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The transport settings of a client of cluster `cluster_name`: a bus participant with its
+/// own inbox, not a cluster member.
+pub fn client_amqp_config(
+    url: &str,
+    cluster_name: &str,
+    n_shards: u16,
+    node_id: NodeId,
+) -> AmqpConfig {
+    AmqpConfig {
+        n_shards,
+        ..AmqpConfig::new(url, cluster_name, node_id)
+    }
+}
+
+/// Deletes every queue and exchange of cluster `cluster_name` over a plain connection.
+pub async fn delete_cluster_topology(
+    url: &str,
+    cluster_name: &str,
+    n_shards: u16,
+) -> anyhow::Result<()> {
+    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
+        .await
+        .context("connecting to delete the topology")?;
+    let topology = client_amqp_config(url, cluster_name, n_shards, NodeId::generate()).topology();
+    let deleted = topology.delete(&connection).await;
+    let _ = connection.close(200, "done".into()).await;
+    deleted.with_context(|| format!("deleting the topology of cluster {cluster_name}"))
 }
 
 /// The `lanmesh-node` executable next to the running one.
@@ -62,243 +517,54 @@ pub fn node_binary_beside_current_exe() -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding port 0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-impl LocalCluster {
-    /// Starts the nodes (each logging to a file in a new temporary directory) without waiting
-    /// for them; see [`LocalCluster::wait_settled`].
-    pub fn start(settings: LocalClusterSettings) -> anyhow::Result<Self> {
-        let directory =
-            std::env::temp_dir().join(format!("lanmesh-load-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&directory)
-            .with_context(|| format!("creating {}", directory.display()))?;
-        let mut cluster = Self {
-            settings,
-            directory,
-            nodes: Vec::new(),
-        };
-        for index in 0..cluster.settings.n_nodes {
-            cluster.spawn_node(index)?;
-        }
-        Ok(cluster)
-    }
-
-    fn spawn_node(&mut self, index: usize) -> anyhow::Result<()> {
-        let node_id = format!("load-node-{}", index + 1);
-        let working_dir = self.directory.join(&node_id);
-        std::fs::create_dir_all(&working_dir)
-            .with_context(|| format!("creating {}", working_dir.display()))?;
-        let http_address = format!("127.0.0.1:{}", free_port()?);
-        let log_path = self.directory.join(format!("{node_id}.log"));
-        let log = std::fs::File::create(&log_path)
-            .with_context(|| format!("creating {}", log_path.display()))?;
-        let settings = &self.settings;
-        let child = Command::new(&settings.node_binary)
-            .current_dir(&working_dir)
-            .env("LANMESH__NODE__ID", &node_id)
-            .env("LANMESH__NODE__DATA_DIR", working_dir.join("data"))
-            .env("LANMESH__CLUSTER__NAME", &settings.cluster_name)
-            .env("LANMESH__CLUSTER__N_SHARDS", settings.n_shards.to_string())
-            .env("LANMESH__HTTP__LISTEN", &http_address)
-            .env("LANMESH__BUS__AMQP_URL", &settings.amqp_url)
-            .env(
-                "LANMESH__STORAGE__SQLITE__PATH",
-                self.directory.join("cluster.db"),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", settings.node_binary.display()))?;
-        tracing::info!(node = %node_id, http = %http_address, pid = child.id(), "node started");
-        self.nodes.push(LocalNode {
-            node_id,
-            http_address,
-            child,
-            log_path,
-        });
-        Ok(())
-    }
-
-    /// The directory holding the nodes' logs and the SQLite file.
-    pub fn directory(&self) -> &Path {
-        &self.directory
-    }
-
-    /// Waits until every node sees all the nodes alive and together they own every shard.
-    pub async fn wait_settled(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let n_nodes = self.nodes.len() as f64;
-        let n_shards = f64::from(self.settings.n_shards);
-        loop {
-            let mut last_seen = Vec::new();
-            let mut n_shards_owned = 0.0;
-            let mut all_see_all = true;
-            for node in &mut self.nodes {
-                if let Some(status) = node.child.try_wait()? {
-                    bail!(
-                        "{} exited with {status}; see {}",
-                        node.node_id,
-                        node.log_path.display()
-                    );
-                }
-                let (shards_opt, seen_opt) = match http_get(&node.http_address, "/metrics").await {
-                    Ok((200, text)) => (
-                        metric_value(&text, "lanmesh_shards_owned"),
-                        metric_value(&text, "lanmesh_cluster_nodes"),
-                    ),
-                    _ => (None, None),
-                };
-                n_shards_owned += shards_opt.unwrap_or(0.0);
-                all_see_all &= shards_opt.is_some() && seen_opt == Some(n_nodes);
-                last_seen.push(format!(
-                    "{}: shards_owned={shards_opt:?} cluster_nodes={seen_opt:?}",
-                    node.node_id
-                ));
-            }
-            if all_see_all && n_shards_owned == n_shards {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "cluster not settled within {timeout:?} (last seen: {}); logs in {}",
-                    last_seen.join(", "),
-                    self.directory.display()
-                );
-            }
-            tokio::time::sleep(POLL_INTERVAL).await;
-        }
-    }
-
-    /// Stops every node with SIGTERM, deletes the cluster's broker topology and, when
-    /// `keep_logs` is false and all went well, the temporary directory.
-    pub async fn stop(mut self, keep_logs: bool) -> anyhow::Result<()> {
-        let mut problems = Vec::new();
-        for node in &mut self.nodes {
-            if let Err(error) = terminate(&mut node.child, NODE_STOP_TIMEOUT).await {
-                problems.push(format!("{}: {error:#}", node.node_id));
-            }
-        }
-        let settings = &self.settings;
-        let topology = AmqpConfig {
-            n_shards: settings.n_shards,
-            ..AmqpConfig::new(
-                &settings.amqp_url,
-                &settings.cluster_name,
-                NodeId::generate(),
-            )
-        }
-        .topology();
-        let connection =
-            lapin::Connection::connect(&settings.amqp_url, lapin::ConnectionProperties::default())
-                .await
-                .context("connecting to delete the topology")?;
-        let deleted = topology.delete(&connection).await;
-        let _ = connection.close(200, "done".into()).await;
-        deleted.context("deleting the spawned cluster's topology")?;
-        if !problems.is_empty() {
-            bail!(
-                "nodes did not stop cleanly: {}; logs in {}",
-                problems.join("; "),
-                self.directory.display()
-            );
-        }
-        if keep_logs {
-            tracing::info!(directory = %self.directory.display(), "node logs kept");
-        } else {
-            std::fs::remove_dir_all(&self.directory)
-                .with_context(|| format!("removing {}", self.directory.display()))?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for node in &mut self.nodes {
-            if matches!(node.child.try_wait(), Ok(None)) {
-                let _ = node.child.kill();
-                let _ = node.child.wait();
-            }
-        }
-    }
-}
-
-/// Sends SIGTERM and waits for a zero exit status, at most `timeout` (then SIGKILL).
-async fn terminate(child: &mut Child, timeout: Duration) -> anyhow::Result<()> {
-    if let Some(status) = child.try_wait()? {
-        bail!("had already exited with {status}");
-    }
-    let pid = child.id().to_string();
-    let sent = Command::new("kill").args(["-TERM", &pid]).status()?;
-    anyhow::ensure!(sent.success(), "kill -TERM {pid} failed");
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            anyhow::ensure!(status.success(), "exited with {status}");
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("still running {timeout:?} after SIGTERM; killed");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// A minimal HTTP/1.1 GET over a fresh connection: `(status, body)`.
-async fn http_get(address: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(address).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .context("response without a status code")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
-}
-
-/// The value of the sample named exactly `name` in OpenMetrics text, summed over its label
-/// sets; `None` when there is none. Label values holding `}` or spaces are not expected here.
-fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (sample_name, rest) = match line.split_once('{') {
-                Some((sample_name, labels_and_value)) => {
-                    (sample_name, labels_and_value.split_once('}')?.1)
-                }
-                None => line.split_once(' ')?,
-            };
-            (sample_name == name)
-                .then(|| rest.split_whitespace().next()?.parse::<f64>().ok())
-                .flatten()
-        })
-        .reduce(|total, value| total + value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn metric_values_are_read_by_exact_name() {
-        let text = "# TYPE lanmesh_shards_owned gauge\nlanmesh_shards_owned 21\n\
-                    lanmesh_shards_owned_x 5\nm{a=\"1\"} 2 1700000000\nm{a=\"2\"} 3\n# EOF\n";
-        assert_eq!(metric_value(text, "lanmesh_shards_owned"), Some(21.0));
-        assert_eq!(metric_value(text, "m"), Some(5.0));
-        assert_eq!(metric_value(text, "lanmesh_cluster_nodes"), None);
+    fn settled_means_all_seen_and_all_owned() {
+        let node = |index: usize, shards: f64, seen: f64| NodeView {
+            index,
+            node_id: format!("node-{index}"),
+            shards_owned_opt: Some(shards),
+            cluster_nodes_opt: Some(seen),
+            scrape_error_opt: None,
+        };
+        let view = |nodes: Vec<NodeView>| ClusterView { nodes };
+        assert!(view(vec![node(0, 30.0, 2.0), node(1, 34.0, 2.0)]).is_settled(64));
+        assert!(!view(vec![node(0, 30.0, 2.0), node(1, 33.0, 2.0)]).is_settled(64));
+        assert!(!view(vec![node(0, 30.0, 3.0), node(1, 34.0, 2.0)]).is_settled(64));
+        assert!(!view(Vec::new()).is_settled(64));
+        let mut silent = node(1, 34.0, 2.0);
+        silent.shards_owned_opt = None;
+        assert!(!view(vec![node(0, 64.0, 2.0), silent]).is_settled(64));
+    }
+
+    #[test]
+    fn a_spec_sets_only_what_it_overrides() {
+        let check = |spec: &ClusterSpec, expected: &[(&str, &str)]| {
+            let env = spec.node_env();
+            let env: Vec<(&str, &str)> = env
+                .iter()
+                .map(|(key, value)| (*key, value.as_str()))
+                .collect();
+            assert_eq!(env, expected, "{spec:?}");
+        };
+        check(
+            &ClusterSpec::new(16),
+            &[("LANMESH__CLUSTER__N_SHARDS", "16")],
+        );
+        check(
+            &ClusterSpec {
+                missed_heartbeats_opt: Some(5),
+                log_filter_opt: Some("debug".to_owned()),
+                ..ClusterSpec::new(64)
+            },
+            &[
+                ("LANMESH__CLUSTER__N_SHARDS", "64"),
+                ("LANMESH__CLUSTER__MISSED_HEARTBEATS", "5"),
+                ("LANMESH__LOG__FILTER", "debug"),
+            ],
+        );
     }
 }

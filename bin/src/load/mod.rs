@@ -1,9 +1,17 @@
 //! Load scenarios and benchmarks run by `lanmesh-load`. Each reports its figures next to a
 //! baseline measured in the same run.
+//!
+//! Besides the scenarios, the pieces that drive real nodes from outside: [`node_process`],
+//! [`local_cluster`], [`probe_client`], [`http_client`] and [`metrics_text`]. The integration
+//! suite (`lanmesh-tests`) is built on them too.
 
 pub mod bus;
 pub mod entities;
+pub mod http_client;
 pub mod local_cluster;
+pub mod metrics_text;
+pub mod node_process;
+pub mod probe_client;
 pub mod raw_lapin;
 
 use serde::Serialize;

@@ -2,9 +2,12 @@
 //! (durable quorum queues, persistent mandatory publishes, publisher confirms), without lanmesh.
 
 use anyhow::Context;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer, PublisherConfirm};
 
 /// AMQP delivery mode of messages that survive a broker restart.
 pub const PERSISTENT: u8 = 2;
@@ -48,6 +51,29 @@ pub async fn confirm_channel(connection: &Connection) -> anyhow::Result<Channel>
         .await
         .context("selecting publisher confirms")?;
     Ok(channel)
+}
+
+/// Sets `channel`'s prefetch to `prefetch`, then consumes `queue` on it as `consumer_tag`
+/// (explicit acknowledgements).
+pub async fn consume_with_prefetch(
+    channel: &Channel,
+    queue: &str,
+    consumer_tag: &str,
+    prefetch: u16,
+) -> anyhow::Result<Consumer> {
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .context("setting the prefetch")?;
+    channel
+        .basic_consume(
+            queue.into(),
+            consumer_tag.into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .with_context(|| format!("consuming {queue}"))
 }
 
 /// Publishes `body` with the mandatory flag; the returned future resolves to the broker's
