@@ -204,11 +204,6 @@ impl MembershipTracker {
         &self.self_id
     }
 
-    /// The timing in use.
-    pub fn config(&self) -> &MembershipConfig {
-        &self.config
-    }
-
     fn is_alive(&self, last_heard: Instant, now: Instant) -> bool {
         now.saturating_duration_since(last_heard) < self.config.failure_timeout()
     }
@@ -267,11 +262,6 @@ impl MembershipTracker {
     /// From now on this node is leaving: it is no longer assignable, and its heartbeats say so.
     pub fn set_leaving(&mut self) {
         self.leaving = true;
-    }
-
-    /// Whether [`MembershipTracker::set_leaving`] was called.
-    pub fn is_leaving(&self) -> bool {
-        self.leaving
     }
 
     /// Whether this node is settled at `now` (see [`ClusterView::self_settled`]).
@@ -492,11 +482,6 @@ impl Membership {
     /// This node.
     pub fn node_id(&self) -> &NodeId {
         &self.shared.node_id
-    }
-
-    /// The timing in use.
-    pub fn config(&self) -> MembershipConfig {
-        self.shared.config
     }
 
     /// The current view; it changes whenever the view changes (re-evaluated on every heartbeat
@@ -909,7 +894,6 @@ mod tests {
         }
         assert_eq!(tracker.heartbeat(at(3)), expected(false, true));
         tracker.set_leaving();
-        assert!(tracker.is_leaving());
         assert_eq!(tracker.heartbeat(at(3)), expected(true, false));
     }
 
