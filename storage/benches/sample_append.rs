@@ -1,5 +1,5 @@
 //! Benchmark of the presence-sample append path against raw rusqlite, plus compare-and-set
-//! saves per second, all measured in one run on fresh files.
+//! saves and chat message appends per second, all measured in one run on fresh files.
 //!
 //! Run: `cargo bench -p lanmesh-storage --bench sample_append`
 #![allow(
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use lanmesh_storage::sqlite::SqliteStore;
 use lanmesh_storage::{
-    EntityKey, EntityStateStore, PresenceEvent, PresenceSample, PresenceSampleStore, SqliteConfig,
-    StateVersion, StoredEntityState,
+    ChatMessage, EntityKey, EntityStateStore, MessageStore, PresenceEvent, PresenceSample,
+    PresenceSampleStore, SqliteConfig, StateVersion, StoredEntityState,
 };
 use rusqlite::{Connection, params};
 
@@ -35,6 +35,12 @@ const SAMPLES_PER_APPEND: usize = 100;
 const N_SAVES: u64 = 20_000;
 /// Concurrent entities saving in the compare-and-set run.
 const N_SAVE_TASKS: u64 = 8;
+/// Chat messages appended by the message run.
+const N_MESSAGES: usize = 40_000;
+/// Concurrent callers of the message append path.
+const N_MESSAGE_TASKS: usize = 8;
+/// Messages per `append` call (a client's small burst).
+const MESSAGES_PER_APPEND: usize = 4;
 
 fn make_samples(n_samples: usize) -> Vec<PresenceSample> {
     let base_unix_ms: i64 = 1_795_132_800_000;
@@ -190,6 +196,46 @@ async fn cas_saves(path: &Path, n_tasks: u64, n_saves: u64) -> Duration {
     elapsed
 }
 
+/// Chat message appends: `N_MESSAGE_TASKS` tasks, each a pair of accounts exchanging
+/// `MESSAGES_PER_APPEND` messages per call.
+async fn message_appends(path: &Path) -> Duration {
+    let store = Arc::new(SqliteStore::open(&config(path)).await.unwrap());
+    let base_unix_ms: i64 = 1_795_132_800_000;
+    let text = "x".repeat(120);
+    let per_task = N_MESSAGES / N_MESSAGE_TASKS;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..N_MESSAGE_TASKS)
+        .map(|task| {
+            let store = Arc::clone(&store);
+            let text = text.clone();
+            tokio::spawn(async move {
+                let sender = format!("account-{task}");
+                let recipient = format!("account-{}", task + N_MESSAGE_TASKS);
+                let messages: Vec<ChatMessage> = (0..per_task)
+                    .map(|index| ChatMessage {
+                        message_id: uuid::Uuid::now_v7(),
+                        sender: sender.clone(),
+                        recipient: recipient.clone(),
+                        text: text.clone(),
+                        sent_at_unix_ms: base_unix_ms + index as i64,
+                    })
+                    .collect();
+                for batch in messages.chunks(MESSAGES_PER_APPEND) {
+                    MessageStore::append(store.as_ref(), batch.to_vec())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    store.close().await;
+    elapsed
+}
+
 fn per_second(n_items: u64, elapsed: Duration) -> f64 {
     n_items as f64 / elapsed.as_secs_f64()
 }
@@ -230,6 +276,8 @@ fn main() {
         n_single_saves,
     ));
     let cas_single_rate = per_second(n_single_saves, cas_single_elapsed);
+    let message_elapsed = runtime.block_on(message_appends(&directory.path().join("messages.db")));
+    let message_rate = per_second(N_MESSAGES as u64, message_elapsed);
 
     let ratio = store_rate / raw_rate;
     println!("sample_append benchmark (SQLite, WAL, synchronous=FULL, fresh files)");
@@ -247,6 +295,9 @@ fn main() {
     );
     println!(
         "compare-and-set saves       : {cas_single_rate:>12.0} saves/s    (1 entity, each save awaited before the next)"
+    );
+    println!(
+        "chat message appends        : {message_rate:>12.0} messages/s ({N_MESSAGE_TASKS} tasks x batches of {MESSAGES_PER_APPEND}, 120-byte texts)"
     );
     let meets_ratio = ratio >= 0.5;
     let meets_rate = store_rate >= 200_000.0;

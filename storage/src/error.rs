@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use crate::entity_state::{EntityKey, StateVersion, display_version_opt};
 
 /// Boxed error of the ScyllaDB driver (its error types differ per operation).
@@ -89,6 +91,24 @@ pub enum StoreError {
     InvalidCursor {
         /// The cursor as received.
         cursor: String,
+    },
+
+    /// A value a store refuses to write or query with (too long, empty, inconsistent),
+    /// rejected before any I/O.
+    #[error("invalid {field}: {reason}")]
+    InvalidValue {
+        /// Which value, e.g. `message.text`.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A chat message id that is already stored (or used earlier in the same batch) for a
+    /// message with different fields. Nothing of the refused batch was stored.
+    #[error("message id {message_id} was already used for a different message")]
+    MessageIdReused {
+        /// The reused id.
+        message_id: Uuid,
     },
 
     /// The configuration cannot be used.
@@ -257,6 +277,13 @@ mod tests {
                 value: "[]".to_owned(),
                 expected: "a list of at least one host:port",
             }),
+            StoreError::InvalidValue {
+                field: "message.text",
+                reason: "text has 5000 bytes, more than the 4096 allowed".to_owned(),
+            },
+            StoreError::MessageIdReused {
+                message_id: Uuid::nil(),
+            },
         ];
         for error in errors {
             let message = error.to_string();
@@ -272,6 +299,14 @@ mod tests {
         assert_eq!(
             conflict.to_string(),
             "entity state conflict on user/alice: expected version 1.2, stored version none"
+        );
+        assert_eq!(
+            StoreError::MessageIdReused {
+                message_id: Uuid::nil()
+            }
+            .to_string(),
+            "message id 00000000-0000-0000-0000-000000000000 was already used for a different \
+             message"
         );
     }
 }

@@ -12,6 +12,9 @@
 //!   [`presence_window`] module for both backends.
 //! * [`AuditStore`]: the audit trail, one immutable event per state change, queried by entity
 //!   and time range with stable keyset paging.
+//! * [`MessageStore`]: one-to-one chat messages, idempotent by client-chosen message id (an id
+//!   reused for a different message is refused), read by conversation newest first with stable
+//!   keyset paging.
 //!
 //! [`open`] reads a [`StorageConfig`] and returns [`Stores`], one `Arc<dyn ...>` per area.
 //!
@@ -25,7 +28,8 @@
 //!   (`PRAGMA application_id`) or has a newer schema is refused with a typed error.
 //! * [`scylladb::ScyllaStore`] (`storage.scylla.nodes`): one shared session, prepared
 //!   statements, token-aware routing, single-partition batches, paged reads, lightweight
-//!   transactions for compare-and-set. Schema in `ops/scylla/schema.cql`.
+//!   transactions for compare-and-set and for claiming chat message ids. Schema in
+//!   `ops/scylla/schema.cql`.
 //!
 //! Both pass one conformance suite (`storage/tests/it/conformance.rs`).
 //!
@@ -38,7 +42,10 @@
 //!   only after the data is durable (SQLite: after `COMMIT` with `synchronous=FULL`; ScyllaDB:
 //!   after the write reached the requested consistency).
 //! * Appends are idempotent for retries: a repeated audit event id is stored once, a repeated
-//!   presence sample does not change any figure.
+//!   presence sample does not change any figure, a repeated chat message (same id, same
+//!   fields) is stored once.
+//! * A chat message id names one message forever: a batch reusing a stored id for different
+//!   fields fails as a whole with `MessageIdReused`.
 //! * No blocking I/O runs on the async reactor: SQLite work runs on its writer thread or in
 //!   `spawn_blocking`.
 //! * Opening never modifies a file that is not a lanmesh database, nor one with a newer schema.
@@ -47,6 +54,7 @@ pub mod audit;
 pub mod config;
 pub mod entity_state;
 pub mod error;
+pub mod messages;
 pub mod presence;
 pub mod presence_window;
 pub mod scylladb;
@@ -57,6 +65,7 @@ pub use crate::audit::{AuditEvent, AuditStore, MAX_PAGE_LIMIT, Page, PageCursor,
 pub use crate::config::{BackendKind, ScyllaConfig, SqliteConfig, StorageConfig};
 pub use crate::entity_state::{EntityKey, EntityStateStore, StateVersion, StoredEntityState};
 pub use crate::error::{ConfigError, StoreError};
+pub use crate::messages::{ChatMessage, MAX_MESSAGE_TEXT_BYTES, MessageStore};
 pub use crate::presence::{
     MAX_PRESENCE_WINDOW_DAYS, PresenceEvent, PresenceSample, PresenceSampleStore,
     SegmentWindowFigures,

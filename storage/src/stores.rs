@@ -8,6 +8,7 @@ use crate::audit::AuditStore;
 use crate::config::{BackendKind, StorageConfig};
 use crate::entity_state::EntityStateStore;
 use crate::error::StoreError;
+use crate::messages::MessageStore;
 use crate::presence::PresenceSampleStore;
 use crate::scylladb::ScyllaStore;
 use crate::sqlite::SqliteStore;
@@ -23,19 +24,22 @@ pub struct Stores {
     pub presence: Arc<dyn PresenceSampleStore>,
     /// The audit trail.
     pub audit: Arc<dyn AuditStore>,
+    /// One-to-one chat messages.
+    pub messages: Arc<dyn MessageStore>,
 }
 
 impl Stores {
     /// Bundles one backend implementing every area.
     pub fn from_backend<Backend>(backend_kind: BackendKind, backend: Arc<Backend>) -> Self
     where
-        Backend: EntityStateStore + PresenceSampleStore + AuditStore + 'static,
+        Backend: EntityStateStore + PresenceSampleStore + AuditStore + MessageStore + 'static,
     {
         Self {
             backend: backend_kind,
             entity_state: Arc::clone(&backend) as Arc<dyn EntityStateStore>,
             presence: Arc::clone(&backend) as Arc<dyn PresenceSampleStore>,
-            audit: backend as Arc<dyn AuditStore>,
+            audit: Arc::clone(&backend) as Arc<dyn AuditStore>,
+            messages: backend as Arc<dyn MessageStore>,
         }
     }
 }

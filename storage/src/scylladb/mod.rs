@@ -5,12 +5,16 @@
 //!   ?`): compare-and-set is rare and rarely contended, so Paxos is affordable. An ambiguous
 //!   failure is resolved with a serial read rather than a blind retry.
 //! * Presence samples live in `((segment, day), at DESC, ...)` partitions with time-window
-//!   compaction and a TTL; audit events in `((entity kind, entity id, month), at, event_id)`.
+//!   compaction and a TTL; audit events in `((entity kind, entity id, month), at, event_id)`;
+//!   chat messages in `((conversation, month), sent_at DESC, message_id DESC)`, each id first
+//!   claimed with `INSERT ... IF NOT EXISTS` in `chat_message_by_id` (rare conflicts, so the
+//!   lightweight transaction per message is affordable).
 //! * The schema is `ops/scylla/schema.cql`, applied at start when `apply_schema` is set.
 //! * No counters (they are not idempotent).
 
 mod audit;
 mod entity_state;
+mod messages;
 mod presence;
 mod schema;
 mod statements;

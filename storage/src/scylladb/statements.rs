@@ -23,6 +23,13 @@ pub(crate) struct Statements {
     pub(crate) insert_audit_event: PreparedStatement,
     pub(crate) select_audit_events_from: PreparedStatement,
     pub(crate) select_audit_events_after: PreparedStatement,
+    pub(crate) insert_message_by_id_if_absent: PreparedStatement,
+    pub(crate) load_message_by_id_serial: PreparedStatement,
+    pub(crate) insert_conversation_month: PreparedStatement,
+    pub(crate) select_conversation_months: PreparedStatement,
+    pub(crate) insert_conversation_message: PreparedStatement,
+    pub(crate) select_conversation_messages: PreparedStatement,
+    pub(crate) select_conversation_messages_before: PreparedStatement,
 }
 
 impl Statements {
@@ -130,6 +137,71 @@ impl Statements {
         )
         .await?;
 
+        // Claiming a message id is conditional, hence not idempotent: a blind retry of an
+        // applied claim would find its own row. Ambiguous failures are resolved with a serial
+        // read instead.
+        let insert_message_by_id_if_absent = prepare(
+            format!(
+                "INSERT INTO {keyspace}.chat_message_by_id \
+                 (message_id, sender, recipient, text, sent_at) VALUES (?, ?, ?, ?, ?) \
+                 IF NOT EXISTS"
+            ),
+            false,
+        )
+        .await?;
+        let mut load_message_by_id_serial = prepare(
+            format!(
+                "SELECT sender, recipient, text, sent_at FROM {keyspace}.chat_message_by_id \
+                 WHERE message_id = ?"
+            ),
+            true,
+        )
+        .await?;
+        load_message_by_id_serial.set_consistency(Consistency::LocalSerial);
+        let insert_conversation_month = prepare(
+            format!(
+                "INSERT INTO {keyspace}.chat_conversation_month (conversation, month) \
+                 VALUES (?, ?)"
+            ),
+            true,
+        )
+        .await?;
+        let select_conversation_months = prepare(
+            format!(
+                "SELECT month FROM {keyspace}.chat_conversation_month \
+                 WHERE conversation = ? AND month <= ?"
+            ),
+            true,
+        )
+        .await?;
+        let insert_conversation_message = prepare(
+            format!(
+                "INSERT INTO {keyspace}.chat_message_by_conversation \
+                 (conversation, month, sent_at, message_id, sender, recipient, text) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)"
+            ),
+            true,
+        )
+        .await?;
+        let select_conversation_messages = prepare(
+            format!(
+                "SELECT message_id, sent_at, sender, recipient, text \
+                 FROM {keyspace}.chat_message_by_conversation \
+                 WHERE conversation = ? AND month = ? LIMIT ?"
+            ),
+            true,
+        )
+        .await?;
+        let select_conversation_messages_before = prepare(
+            format!(
+                "SELECT message_id, sent_at, sender, recipient, text \
+                 FROM {keyspace}.chat_message_by_conversation \
+                 WHERE conversation = ? AND month = ? AND (sent_at, message_id) < (?, ?) LIMIT ?"
+            ),
+            true,
+        )
+        .await?;
+
         Ok(Self {
             load_state,
             load_state_serial,
@@ -142,6 +214,13 @@ impl Statements {
             insert_audit_event,
             select_audit_events_from,
             select_audit_events_after,
+            insert_message_by_id_if_absent,
+            load_message_by_id_serial,
+            insert_conversation_month,
+            select_conversation_months,
+            insert_conversation_message,
+            select_conversation_messages,
+            select_conversation_messages_before,
         })
     }
 }

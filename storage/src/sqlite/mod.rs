@@ -1,9 +1,11 @@
 //! SQLite backend: one file, WAL, a grouping writer thread, pooled readers.
 //!
-//! * Every write (samples, audit events, compare-and-set) goes through the store's single
-//!   writer thread (`writer.rs`; one per opened store, and a node opens one), which groups
-//!   concurrent requests into one `BEGIN IMMEDIATE` transaction with `synchronous=FULL` and
-//!   acknowledges each only after the commit.
+//! * Every write (samples, audit events, chat messages, compare-and-set) goes through the
+//!   store's single writer thread (`writer.rs`; one per opened store, and a node opens one),
+//!   which groups concurrent requests into one `BEGIN IMMEDIATE` transaction with
+//!   `synchronous=FULL` and acknowledges each only after the commit.
+//! * Compare-and-set and the message-id check of a chat message append read and write inside
+//!   that immediate transaction, so they are correct across processes too.
 //! * Compare-and-set reads and writes the row inside that immediate transaction, which holds
 //!   SQLite's write lock, so it is correct across processes sharing the file (each waits up to
 //!   `busy_timeout_ms` for the others).
@@ -12,6 +14,7 @@
 
 mod connection;
 mod errors;
+mod messages;
 mod read_pool;
 mod schema;
 mod writer;

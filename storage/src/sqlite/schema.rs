@@ -19,9 +19,10 @@ struct Migration {
 }
 
 /// Every migration this code knows; the last one's version is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: "
         CREATE TABLE entity_state (
             kind TEXT NOT NULL,
             id TEXT NOT NULL,
@@ -53,10 +54,29 @@ const MIGRATIONS: &[Migration] = &[Migration {
         CREATE INDEX audit_event_by_entity_time
             ON audit_event (entity_kind, entity_id, at_unix_ms, event_id);
     ",
-}];
+    },
+    // Chat messages: keyed by the client-chosen id (16 UUID bytes, so ids of the same
+    // millisecond sort bytewise, as on ScyllaDB); `conversation` is the sorted account pair
+    // joined by U+001F (`messages::conversation_key`).
+    Migration {
+        version: 2,
+        sql: "
+        CREATE TABLE chat_message (
+            message_id BLOB NOT NULL PRIMARY KEY,
+            conversation TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            text TEXT NOT NULL,
+            sent_at_unix_ms INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX chat_message_by_conversation_time
+            ON chat_message (conversation, sent_at_unix_ms DESC, message_id DESC);
+    ",
+    },
+];
 
 /// Newest schema version this code knows.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// What [`prepare_database`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,5 +221,44 @@ mod tests {
             .query_row("SELECT count(*) FROM schema_version", [], |row| row.get(0))
             .unwrap();
         assert_eq!(n_rows, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn version_1_database_is_migrated_keeping_its_rows() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("v1.db");
+        let mut connection = Connection::open(&path).unwrap();
+        connection
+            .pragma_update(None, "application_id", APPLICATION_ID)
+            .unwrap();
+        connection
+            .execute_batch(
+                "CREATE TABLE schema_version (
+                    version INTEGER NOT NULL PRIMARY KEY,
+                    applied_at_unix_ms INTEGER NOT NULL
+                );
+                INSERT INTO schema_version (version, applied_at_unix_ms) VALUES (1, 0);",
+            )
+            .unwrap();
+        connection.execute_batch(MIGRATIONS[0].sql).unwrap();
+        connection
+            .execute(
+                "INSERT INTO entity_state (kind, id, epoch, version, state) \
+                 VALUES ('user', 'alice', 1, 1, x'00')",
+                [],
+            )
+            .unwrap();
+
+        let report = prepare_database(&mut connection, &path).unwrap();
+        assert_eq!(report.found_version, 1);
+        assert_eq!(report.current_version, SCHEMA_VERSION);
+        let n_states: i64 = connection
+            .query_row("SELECT count(*) FROM entity_state", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(n_states, 1);
+        let n_messages: i64 = connection
+            .query_row("SELECT count(*) FROM chat_message", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(n_messages, 0);
     }
 }

@@ -20,12 +20,14 @@ use tracing::{debug, warn};
 use crate::audit::AuditEvent;
 use crate::entity_state::{EntityKey, StateVersion, StoredEntityState};
 use crate::error::StoreError;
+use crate::messages::{ChatMessage, conversation_key};
 use crate::presence::PresenceSample;
 use crate::sqlite::errors::map_sqlite_error;
 
 /// Requests waiting for the writer before senders have to wait.
 const QUEUE_CAPACITY: usize = 1024;
-/// Rows (samples, audit events, saves) above which the writer stops adding requests to a group.
+/// Rows (samples, audit events, messages, saves) above which the writer stops adding requests
+/// to a group.
 const MAX_GROUP_WEIGHT: usize = 20_000;
 
 /// One write, as sent to the writer thread.
@@ -35,6 +37,9 @@ pub(crate) enum WriteCommand {
     AppendSamples(Vec<PresenceSample>),
     /// Insert audit events, skipping ids already stored.
     AppendAudit(Vec<AuditEvent>),
+    /// Insert chat messages (validated, no repeated ids), skipping those already stored
+    /// unchanged; refused as a whole if a stored id holds a different message.
+    AppendMessages(Vec<ChatMessage>),
     /// Save entity state if the stored version is `expected_opt`.
     CompareAndSet {
         key: EntityKey,
@@ -48,6 +53,7 @@ impl WriteCommand {
         match self {
             Self::AppendSamples(samples) => samples.len(),
             Self::AppendAudit(events) => events.len(),
+            Self::AppendMessages(messages) => messages.len(),
             Self::CompareAndSet { .. } => 1,
         }
     }
@@ -76,7 +82,7 @@ pub struct WriterStats {
     pub n_committed_transactions: u64,
     /// Write requests answered from a committed transaction (including lost compare-and-sets).
     pub n_committed_requests: u64,
-    /// Rows (samples, audit events, saves) committed.
+    /// Rows (samples, audit events, messages, saves) committed.
     pub n_committed_rows: u64,
 }
 
@@ -311,6 +317,7 @@ fn execute_command(
             insert_audit_events(connection, events)?;
             Ok(Ok(()))
         }
+        WriteCommand::AppendMessages(messages) => insert_messages(connection, messages),
         WriteCommand::CompareAndSet {
             key,
             expected_opt,
@@ -368,6 +375,52 @@ fn insert_audit_events(
         ])?;
     }
     Ok(())
+}
+
+/// Inserts a batch of chat messages: first checks every id against the stored messages, so a
+/// reused id refuses the batch before anything of it is written, then inserts the new ones.
+fn insert_messages(
+    connection: &Connection,
+    messages: &[ChatMessage],
+) -> Result<Result<(), StoreError>, rusqlite::Error> {
+    let mut select = connection.prepare_cached(
+        "SELECT sender, recipient, text, sent_at_unix_ms FROM chat_message \
+         WHERE message_id = ?1",
+    )?;
+    for message in messages {
+        let stored_opt = select
+            .query_row(params![message.message_id.as_bytes().as_slice()], |row| {
+                Ok(ChatMessage {
+                    message_id: message.message_id,
+                    sender: row.get(0)?,
+                    recipient: row.get(1)?,
+                    text: row.get(2)?,
+                    sent_at_unix_ms: row.get(3)?,
+                })
+            })
+            .optional()?;
+        if stored_opt.is_some_and(|stored| stored != *message) {
+            return Ok(Err(StoreError::MessageIdReused {
+                message_id: message.message_id,
+            }));
+        }
+    }
+    let mut insert = connection.prepare_cached(
+        "INSERT INTO chat_message \
+         (message_id, conversation, sender, recipient, text, sent_at_unix_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (message_id) DO NOTHING",
+    )?;
+    for message in messages {
+        insert.execute(params![
+            message.message_id.as_bytes().as_slice(),
+            conversation_key(&message.sender, &message.recipient),
+            message.sender,
+            message.recipient,
+            message.text,
+            message.sent_at_unix_ms,
+        ])?;
+    }
+    Ok(Ok(()))
 }
 
 fn compare_and_set(

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use lanmesh_storage::{
-    AuditEvent, EntityKey, MAX_PAGE_LIMIT, PageCursor, PageRequest, PresenceEvent, PresenceSample,
-    SegmentWindowFigures, StateVersion, StoreError, StoredEntityState, Stores,
+    AuditEvent, ChatMessage, EntityKey, MAX_MESSAGE_TEXT_BYTES, MAX_PAGE_LIMIT, PageCursor,
+    PageRequest, PresenceEvent, PresenceSample, SegmentWindowFigures, StateVersion, StoreError,
+    StoredEntityState, Stores,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -43,6 +44,12 @@ macro_rules! storage_conformance_suite {
                 audit_full_last_page_has_no_next_cursor,
                 audit_cursor_outside_the_window_is_clamped,
                 audit_invalid_page_requests_are_typed_errors,
+                messages_empty_conversation_is_an_empty_page,
+                messages_paging_visits_a_conversation_newest_first,
+                messages_paging_across_months,
+                messages_append_is_idempotent,
+                messages_reused_id_refuses_the_whole_batch,
+                messages_invalid_inputs_are_typed_errors,
             ]
         );
     };
@@ -142,6 +149,52 @@ fn sorted_by_time_then_id(mut events: Vec<AuditEvent>) -> Vec<AuditEvent> {
             .cmp(&(right.at_unix_ms, right.event_id.as_bytes()))
     });
     events
+}
+
+/// A message with a random (v4) id, so ids of the same millisecond sort in no particular
+/// creation order.
+fn chat_message(sender: &str, recipient: &str, sent_at_unix_ms: i64, text: &str) -> ChatMessage {
+    ChatMessage {
+        message_id: Uuid::new_v4(),
+        sender: sender.to_owned(),
+        recipient: recipient.to_owned(),
+        text: text.to_owned(),
+        sent_at_unix_ms,
+    }
+}
+
+/// Follows `next_cursor_opt` through a conversation until the end; returns every page's items.
+async fn all_message_pages(
+    stores: &Stores,
+    account_a: &str,
+    account_b: &str,
+    limit: u32,
+) -> Vec<Vec<ChatMessage>> {
+    let mut pages = Vec::new();
+    let mut cursor_opt = None;
+    loop {
+        let page = stores
+            .messages
+            .conversation(account_a, account_b, PageRequest { limit, cursor_opt })
+            .await
+            .unwrap();
+        assert!(page.items.len() <= limit as usize);
+        pages.push(page.items);
+        match page.next_cursor_opt {
+            Some(next) => cursor_opt = Some(next),
+            None => return pages,
+        }
+        assert!(pages.len() < 1000, "paging does not terminate");
+    }
+}
+
+/// Order promised by the message store: newest first, then message id bytes descending.
+fn newest_first(mut messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+    messages.sort_by(|left, right| {
+        (right.sent_at_unix_ms, right.message_id.as_bytes())
+            .cmp(&(left.sent_at_unix_ms, left.message_id.as_bytes()))
+    });
+    messages
 }
 
 mod cases {
@@ -930,5 +983,335 @@ mod cases {
             matches!(error, StoreError::InvalidWindow { .. }),
             "{error:?}"
         );
+    }
+
+    pub async fn messages_empty_conversation_is_an_empty_page(stores: &Stores) {
+        stores
+            .messages
+            .append(vec![chat_message("alice", "bob", BASE_UNIX_MS, "hi")])
+            .await
+            .unwrap();
+        stores.messages.append(Vec::new()).await.unwrap();
+        for (account_a, account_b) in [("alice", "carol"), ("nobody", "no-one")] {
+            let page = stores
+                .messages
+                .conversation(account_a, account_b, PageRequest::first(10))
+                .await
+                .unwrap();
+            assert!(
+                page.items.is_empty() && page.next_cursor_opt.is_none(),
+                "{page:?}"
+            );
+        }
+    }
+
+    pub async fn messages_paging_visits_a_conversation_newest_first(stores: &Stores) {
+        // 25 messages in both directions on 9 distinct instants a week apart (so they span
+        // November 2026 to January 2027): ties must be ordered by id and never split or
+        // repeated across pages.
+        let conversation: Vec<ChatMessage> = (0..25_i64)
+            .map(|index| {
+                let (sender, recipient) = if index % 2 == 0 {
+                    ("alice", "bob")
+                } else {
+                    ("bob", "alice")
+                };
+                let sent_at_unix_ms = BASE_UNIX_MS + (index % 9) * 7 * DAY_MS;
+                chat_message(
+                    sender,
+                    recipient,
+                    sent_at_unix_ms,
+                    &format!("message {index}"),
+                )
+            })
+            .collect();
+        // Neighbouring conversations, including account ids that concatenate alike.
+        let others = [
+            chat_message("alice", "carol", BASE_UNIX_MS + 1, "to carol"),
+            chat_message("carol", "bob", BASE_UNIX_MS + 2, "from carol"),
+            chat_message("alic", "ebob", BASE_UNIX_MS + 3, "look-alike"),
+            chat_message("bob", "bobby", BASE_UNIX_MS + 4, "prefix"),
+        ];
+        // Append in two calls and in reverse order: storage order must not matter.
+        let (head, tail) = conversation.split_at(12);
+        let mut first_call: Vec<ChatMessage> = tail.iter().rev().cloned().collect();
+        first_call.extend(others.iter().cloned());
+        stores.messages.append(first_call).await.unwrap();
+        stores.messages.append(head.to_vec()).await.unwrap();
+
+        let expected = newest_first(conversation);
+        let pages = all_message_pages(stores, "alice", "bob", 10).await;
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 10, 5]
+        );
+        assert_eq!(pages.concat(), expected);
+        assert_eq!(all_message_pages(stores, "bob", "alice", 10).await, pages);
+        // A full last page has no next cursor.
+        let single = all_message_pages(stores, "bob", "alice", 25).await;
+        assert_eq!(single, vec![expected.clone()]);
+        // A cursor works with either argument order.
+        let first_page = stores
+            .messages
+            .conversation("alice", "bob", PageRequest::first(10))
+            .await
+            .unwrap();
+        let second_page = stores
+            .messages
+            .conversation(
+                "bob",
+                "alice",
+                PageRequest {
+                    limit: 10,
+                    cursor_opt: first_page.next_cursor_opt,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(second_page.items, expected[10..20].to_vec());
+
+        let look_alike = all_message_pages(stores, "ebob", "alic", 10).await.concat();
+        assert_eq!(look_alike, vec![others[2].clone()]);
+        let carol_bob = all_message_pages(stores, "bob", "carol", 10).await.concat();
+        assert_eq!(carol_bob, vec![others[1].clone()]);
+    }
+
+    pub async fn messages_paging_across_months(stores: &Stores) {
+        // Three messages in each of November, December 2026 and February 2027 (January empty).
+        let months_ms = [0, 20 * DAY_MS, 80 * DAY_MS];
+        let mut messages = Vec::new();
+        for month_start in months_ms {
+            for index in 0..3 {
+                messages.push(chat_message(
+                    "dave",
+                    "erin",
+                    BASE_UNIX_MS + month_start + index,
+                    "monthly",
+                ));
+            }
+        }
+        stores.messages.append(messages.clone()).await.unwrap();
+        let pages = all_message_pages(stores, "erin", "dave", 2).await;
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 2, 2, 1]
+        );
+        assert_eq!(pages.concat(), newest_first(messages));
+    }
+
+    pub async fn messages_append_is_idempotent(stores: &Stores) {
+        let first = chat_message("frank", "grace", BASE_UNIX_MS + 1, "one");
+        let second = chat_message("grace", "frank", BASE_UNIX_MS + 2, "two");
+        let third = chat_message("frank", "grace", BASE_UNIX_MS + 2, "three");
+        stores
+            .messages
+            .append(vec![first.clone(), first.clone()])
+            .await
+            .unwrap();
+        stores
+            .messages
+            .append(vec![first.clone(), second.clone()])
+            .await
+            .unwrap();
+        stores
+            .messages
+            .append(vec![second.clone(), third.clone()])
+            .await
+            .unwrap();
+        stores.messages.append(vec![third.clone()]).await.unwrap();
+        let page = stores
+            .messages
+            .conversation("frank", "grace", PageRequest::first(100))
+            .await
+            .unwrap();
+        assert_eq!(page.items, newest_first(vec![first, second, third]));
+        assert_eq!(page.next_cursor_opt, None);
+    }
+
+    pub async fn messages_reused_id_refuses_the_whole_batch(stores: &Stores) {
+        let stored = chat_message("heidi", "ivan", BASE_UNIX_MS + 1, "original");
+        stores.messages.append(vec![stored.clone()]).await.unwrap();
+        let fresh = chat_message("heidi", "ivan", BASE_UNIX_MS + 2, "fresh");
+        let elsewhere = chat_message("judy", "ivan", BASE_UNIX_MS + 3, "elsewhere");
+
+        let reuses = [
+            ChatMessage {
+                text: "changed".to_owned(),
+                ..stored.clone()
+            },
+            ChatMessage {
+                sent_at_unix_ms: stored.sent_at_unix_ms + 1,
+                ..stored.clone()
+            },
+            ChatMessage {
+                sender: "ivan".to_owned(),
+                recipient: "heidi".to_owned(),
+                ..stored.clone()
+            },
+            ChatMessage {
+                sender: "judy".to_owned(),
+                ..stored.clone()
+            },
+        ];
+        for reuse in reuses {
+            let error = stores
+                .messages
+                .append(vec![fresh.clone(), elsewhere.clone(), reuse.clone()])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StoreError::MessageIdReused { message_id } if message_id == stored.message_id),
+                "{reuse:?}: {error:?}"
+            );
+        }
+        // The same id twice in one batch with different texts.
+        let twice = chat_message("heidi", "ivan", BASE_UNIX_MS + 4, "once");
+        let error = stores
+            .messages
+            .append(vec![
+                twice.clone(),
+                ChatMessage {
+                    text: "twice".to_owned(),
+                    ..twice.clone()
+                },
+            ])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, StoreError::MessageIdReused { message_id } if message_id == twice.message_id),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "message id {} was already used for a different message",
+                twice.message_id
+            )
+        );
+
+        // Nothing of the refused batches is visible.
+        let heidi_ivan = all_message_pages(stores, "heidi", "ivan", 10)
+            .await
+            .concat();
+        assert_eq!(heidi_ivan, vec![stored.clone()]);
+        let judy_ivan = all_message_pages(stores, "ivan", "judy", 10).await.concat();
+        assert!(judy_ivan.is_empty(), "{judy_ivan:?}");
+
+        // The refused batch's valid messages can still be appended unchanged.
+        stores
+            .messages
+            .append(vec![fresh.clone(), elsewhere.clone()])
+            .await
+            .unwrap();
+        let heidi_ivan = all_message_pages(stores, "ivan", "heidi", 10)
+            .await
+            .concat();
+        assert_eq!(heidi_ivan, vec![fresh, stored]);
+        let judy_ivan = all_message_pages(stores, "judy", "ivan", 10).await.concat();
+        assert_eq!(judy_ivan, vec![elsewhere]);
+    }
+
+    pub async fn messages_invalid_inputs_are_typed_errors(stores: &Stores) {
+        let valid = chat_message("mallory", "niaj", BASE_UNIX_MS, "valid");
+        let invalid_messages = [
+            (
+                chat_message(
+                    "mallory",
+                    "niaj",
+                    BASE_UNIX_MS,
+                    &"x".repeat(MAX_MESSAGE_TEXT_BYTES + 1),
+                ),
+                "message.text",
+            ),
+            (
+                chat_message("mallory", "mallory", BASE_UNIX_MS, "self"),
+                "message.recipient",
+            ),
+            (
+                chat_message("", "niaj", BASE_UNIX_MS, "anon"),
+                "message.sender",
+            ),
+            (
+                chat_message("mallory", "", BASE_UNIX_MS, "nobody"),
+                "message.recipient",
+            ),
+            (
+                chat_message("mal\u{1f}lory", "niaj", BASE_UNIX_MS, "separator"),
+                "message.sender",
+            ),
+        ];
+        for (invalid, expected_field) in invalid_messages {
+            let error = stores
+                .messages
+                .append(vec![valid.clone(), invalid])
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StoreError::InvalidValue { field, .. } if field == expected_field),
+                "{expected_field}: {error:?}"
+            );
+        }
+        // The longest text is accepted; the valid messages of refused batches were not stored.
+        let longest = chat_message(
+            "niaj",
+            "mallory",
+            BASE_UNIX_MS + 1,
+            &"é".repeat(MAX_MESSAGE_TEXT_BYTES / 2),
+        );
+        stores.messages.append(vec![longest.clone()]).await.unwrap();
+        let page = stores
+            .messages
+            .conversation("mallory", "niaj", PageRequest::first(10))
+            .await
+            .unwrap();
+        assert_eq!(page.items, vec![longest]);
+
+        let conversation = |account_a: &'static str, account_b: &'static str, page| {
+            let store = Arc::clone(&stores.messages);
+            async move {
+                store
+                    .conversation(account_a, account_b, page)
+                    .await
+                    .unwrap_err()
+            }
+        };
+        let error = conversation("mallory", "niaj", PageRequest::first(0)).await;
+        assert!(
+            matches!(error, StoreError::InvalidPageLimit { limit: 0, .. }),
+            "{error:?}"
+        );
+        let error = conversation("mallory", "niaj", PageRequest::first(MAX_PAGE_LIMIT + 1)).await;
+        assert!(
+            matches!(error, StoreError::InvalidPageLimit { .. }),
+            "{error:?}"
+        );
+        for bad_cursor in [
+            "not-a-cursor",
+            "m1.12",
+            "m2.1.00000000000000000000000000000000",
+            // An audit cursor is not a message cursor.
+            "a1.1.00000000000000000000000000000000",
+        ] {
+            let error = conversation(
+                "mallory",
+                "niaj",
+                PageRequest {
+                    limit: 10,
+                    cursor_opt: Some(PageCursor::from_string(bad_cursor.to_owned())),
+                },
+            )
+            .await;
+            assert!(
+                matches!(&error, StoreError::InvalidCursor { cursor } if cursor == bad_cursor),
+                "{error:?}"
+            );
+        }
+        for (account_a, account_b) in [("mallory", "mallory"), ("", "niaj"), ("a\u{1f}b", "c")] {
+            let error = conversation(account_a, account_b, PageRequest::first(10)).await;
+            assert!(
+                matches!(error, StoreError::InvalidValue { .. }),
+                "{account_a:?} {account_b:?}: {error:?}"
+            );
+        }
     }
 }
