@@ -11,6 +11,12 @@
 //! - `bus.prefetch`, `bus.delivery_limit`, `bus.max_frame_bytes`
 //! - `storage.sqlite.path` [LANMESH__STORAGE__SQLITE__PATH]: default `./data/lanmesh.db`;
 //!   `storage.scylla.*` selects ScyllaDB (see `lanmesh_storage::StorageConfig`)
+//! - `edge.*`: the client WebSocket `/ws` — `max_frame_bytes`, `idle_timeout_ms`,
+//!   `ping_interval_ms`, `requests_per_second`, `request_burst`, `max_in_flight`,
+//!   `presence_coalesce_ms`, `resume_grace_ms`, `request_timeout_ms`, `max_message_bytes`,
+//!   `max_shared_friends`, `max_friend_requests_per_batch`
+//! - `auth.*`: `key_ttl_ms`, `max_failed_logins`, `failed_login_window_ms`,
+//!   `logins_per_minute_per_address`, `argon2_memory_kib`, `argon2_iterations`
 //! - `log.format` (`human` | `json`), `log.filter` (tracing directives, default `info`)
 
 use crate::env_vars::CONFIG_ENV_PREFIX;
@@ -36,6 +42,10 @@ pub struct NodeConfig {
     pub http: HttpSection,
     /// `bus.*`
     pub bus: BusSection,
+    /// `edge.*`
+    pub edge: EdgeSection,
+    /// `auth.*`
+    pub auth: AuthSection,
     /// `storage.*`
     pub storage: StorageConfig,
     /// `log.*`
@@ -145,6 +155,88 @@ impl Default for BusSection {
             prefetch: 64,
             delivery_limit: 20,
             max_frame_bytes: lanmesh_bus::codec::DEFAULT_MAX_FRAME_BYTES,
+        }
+    }
+}
+
+/// `edge.*`: the client WebSocket endpoint `/ws`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdgeSection {
+    /// `edge.max_frame_bytes`: largest client frame; a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// `edge.idle_timeout_ms`: a connection silent this long is closed.
+    pub idle_timeout_ms: u64,
+    /// `edge.ping_interval_ms`: how often the server pings.
+    pub ping_interval_ms: u64,
+    /// `edge.requests_per_second`: sustained requests per connection.
+    pub requests_per_second: u32,
+    /// `edge.request_burst`: requests a connection may send at once above the rate.
+    pub request_burst: u32,
+    /// `edge.max_in_flight`: requests of one connection handled at once.
+    pub max_in_flight: usize,
+    /// `edge.presence_coalesce_ms`: presence changes of one contact within this window reach
+    /// a session as one push (the latest).
+    pub presence_coalesce_ms: u64,
+    /// `edge.resume_grace_ms`: a session without connections counts as offline after this.
+    pub resume_grace_ms: u64,
+    /// `edge.request_timeout_ms`: how long a request to an entity may take.
+    pub request_timeout_ms: u64,
+    /// `edge.max_message_bytes`: largest message text.
+    pub max_message_bytes: usize,
+    /// `edge.max_shared_friends`: most friends one share may suggest.
+    pub max_shared_friends: usize,
+    /// `edge.max_friend_requests_per_batch`: most accounts in one combined add-friend request.
+    pub max_friend_requests_per_batch: usize,
+}
+
+impl Default for EdgeSection {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            idle_timeout_ms: 90_000,
+            ping_interval_ms: 30_000,
+            requests_per_second: 50,
+            request_burst: 200,
+            max_in_flight: 16,
+            presence_coalesce_ms: 50,
+            resume_grace_ms: 10_000,
+            request_timeout_ms: 10_000,
+            max_message_bytes: 4096,
+            max_shared_friends: 100,
+            max_friend_requests_per_batch: 100,
+        }
+    }
+}
+
+/// `auth.*`: passwords, keys and login limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// `auth.key_ttl_ms`: lifetime of an auth key.
+    pub key_ttl_ms: u64,
+    /// `auth.max_failed_logins`: failed logins per account within the window before lock-out.
+    pub max_failed_logins: u32,
+    /// `auth.failed_login_window_ms`: the window of `auth.max_failed_logins`.
+    pub failed_login_window_ms: u64,
+    /// `auth.logins_per_minute_per_address`: login attempts per client address per minute.
+    pub logins_per_minute_per_address: u32,
+    /// `auth.argon2_memory_kib`: argon2id memory cost of new password hashes.
+    pub argon2_memory_kib: u32,
+    /// `auth.argon2_iterations`: argon2id time cost of new password hashes.
+    pub argon2_iterations: u32,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            key_ttl_ms: 7 * 24 * 3_600_000,
+            max_failed_logins: 5,
+            failed_login_window_ms: 15 * 60_000,
+            logins_per_minute_per_address: 60,
+            // OWASP's first argon2id recommendation: 19 MiB, two passes.
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
         }
     }
 }
@@ -347,6 +439,7 @@ impl NodeConfig {
                 "must be between 1024 and 67108864",
             ));
         }
+        self.validate_edge()?;
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
@@ -368,6 +461,97 @@ impl NodeConfig {
             node_id_opt,
             log_format,
         })
+    }
+}
+
+impl NodeConfig {
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let edge = &self.edge;
+        let as_u64 = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
+        check_range(
+            "edge.max_frame_bytes",
+            as_u64(edge.max_frame_bytes),
+            1024..=16 * 1024 * 1024,
+        )?;
+        check_range(
+            "edge.idle_timeout_ms",
+            edge.idle_timeout_ms,
+            1000..=3_600_000,
+        )?;
+        check_range(
+            "edge.ping_interval_ms",
+            edge.ping_interval_ms,
+            100..=edge.idle_timeout_ms.max(100),
+        )?;
+        check_range(
+            "edge.requests_per_second",
+            u64::from(edge.requests_per_second),
+            1..=100_000,
+        )?;
+        check_range(
+            "edge.request_burst",
+            u64::from(edge.request_burst),
+            1..=1_000_000,
+        )?;
+        check_range("edge.max_in_flight", as_u64(edge.max_in_flight), 1..=1024)?;
+        check_range(
+            "edge.presence_coalesce_ms",
+            edge.presence_coalesce_ms,
+            0..=10_000,
+        )?;
+        check_range("edge.resume_grace_ms", edge.resume_grace_ms, 0..=3_600_000)?;
+        check_range(
+            "edge.request_timeout_ms",
+            edge.request_timeout_ms,
+            100..=120_000,
+        )?;
+        check_range(
+            "edge.max_message_bytes",
+            as_u64(edge.max_message_bytes),
+            1..=as_u64(lanmesh_storage::MAX_MESSAGE_TEXT_BYTES),
+        )?;
+        check_range(
+            "edge.max_shared_friends",
+            as_u64(edge.max_shared_friends),
+            1..=10_000,
+        )?;
+        check_range(
+            "edge.max_friend_requests_per_batch",
+            as_u64(edge.max_friend_requests_per_batch),
+            1..=10_000,
+        )?;
+        let auth = &self.auth;
+        check_range(
+            "auth.key_ttl_ms",
+            auth.key_ttl_ms,
+            1000..=365 * 24 * 3_600_000,
+        )?;
+        check_range(
+            "auth.max_failed_logins",
+            u64::from(auth.max_failed_logins),
+            1..=1000,
+        )?;
+        check_range(
+            "auth.failed_login_window_ms",
+            auth.failed_login_window_ms,
+            1000..=86_400_000,
+        )?;
+        check_range(
+            "auth.logins_per_minute_per_address",
+            u64::from(auth.logins_per_minute_per_address),
+            1..=1_000_000,
+        )?;
+        check_range(
+            "auth.argon2_memory_kib",
+            u64::from(auth.argon2_memory_kib),
+            8..=4 * 1024 * 1024,
+        )?;
+        check_range(
+            "auth.argon2_iterations",
+            u64::from(auth.argon2_iterations),
+            1..=100,
+        )?;
+        Ok(())
     }
 }
 

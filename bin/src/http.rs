@@ -1,6 +1,7 @@
-//! The node's HTTP listener: health, readiness and metrics (the WebSocket edge and the
-//! operator API join it on the same `http.listen` address).
+//! The node's HTTP listener: the client WebSocket `/ws`, health, readiness and metrics (the
+//! operator API will join them on the same `http.listen` address).
 
+use crate::edge::Edge;
 use actix_web::dev::ServerHandle;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -48,14 +49,18 @@ pub fn serve(
     listen: SocketAddr,
     registry: Registry,
     readiness: ReadinessCheck,
+    edge: Arc<Edge>,
 ) -> std::io::Result<(ServerHandle, actix_web::dev::Server)> {
     let state = web::Data::new(HttpState {
         registry,
         readiness,
     });
+    let edge = web::Data::new(edge);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(edge.clone())
+            .route("/ws", web::get().to(crate::edge::connection::websocket))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics))

@@ -94,6 +94,7 @@ pub fn node_registry(
     stats: Arc<TransportStats>,
     is_ready: impl Fn() -> bool + Send + Sync + 'static,
     host_metrics: &HostMetrics,
+    edge_metrics: &crate::edge::metrics::EdgeMetrics,
 ) -> Registry {
     let mut registry = Registry::default();
     registry
@@ -108,6 +109,7 @@ pub fn node_registry(
         is_ready: Box::new(is_ready),
     }));
     host_metrics.register(&mut registry);
+    edge_metrics.register(&mut registry);
     registry
 }
 
@@ -132,7 +134,12 @@ mod tests {
         host_metrics.shards_owned.set(12);
         host_metrics.duplicates_dropped.inc();
         host_metrics.takeover_seconds.observe(3.2);
-        let registry = node_registry(Arc::clone(&stats), || true, &host_metrics);
+        let registry = node_registry(
+            Arc::clone(&stats),
+            || true,
+            &host_metrics,
+            &crate::edge::metrics::EdgeMetrics::default(),
+        );
         let text = render(&registry).unwrap();
         assert!(text.contains("lanmesh_bus_published_total 2"), "{text}");
         assert!(text.contains("lanmesh_bus_reconnects_total 1"), "{text}");

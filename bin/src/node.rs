@@ -2,7 +2,8 @@
 //! and runs them until SIGTERM.
 //!
 //! Start-up order: data directory and node id → storage → bus (in-process, or RabbitMQ when
-//! `bus.amqp_url` is set) → this node's inbox → membership (heartbeats) → entity host and
+//! `bus.amqp_url` is set) → the client edge → this node's inbox (replies, and pushes for the
+//! edge's sessions) → membership (heartbeats) → entity host and
 //! shard ownership → HTTP. The node serves `/healthz` as soon as it listens; `/readyz` answers
 //! 200 only while the bus is connected. It owns shards once membership has settled (one
 //! failure timeout after start). Shutdown (SIGTERM or SIGINT) runs the steps backwards: stop
@@ -10,19 +11,25 @@
 //! inbox delivery in hand, close the bus connection.
 
 use crate::config::ValidatedConfig;
+use crate::edge::auth::PasswordCost;
+use crate::edge::metrics::EdgeMetrics;
+use crate::edge::sessions::SessionTiming;
+use crate::edge::{Edge, EdgeDependencies, EdgeLimits};
 use anyhow::Context;
 use lanmesh_actors::entities::probe::ProbeEntity;
+use lanmesh_actors::entities::user::UserEntity;
 use lanmesh_actors::host::entity_host::{EntityHost, HostConfig, HostDependencies, HostedKinds};
 use lanmesh_actors::host::lease::LeaseStore;
 use lanmesh_actors::host::metrics::HostMetrics;
 use lanmesh_actors::host::ownership::{self, OwnershipConfig, OwnershipDependencies};
+use lanmesh_actors::model::user::LoginLimit;
 use lanmesh_bus::amqp::{AmqpConfig, AmqpTransport};
 use lanmesh_bus::codec::FrameLimits;
 use lanmesh_bus::in_process::{InProcessConfig, InProcessTransport};
 use lanmesh_bus::membership::{Membership, MembershipConfig};
 use lanmesh_bus::request_reply::Requester;
 use lanmesh_bus::shard_map::ShardMap;
-use lanmesh_bus::{Delivery, HandlerOutcome, NodeId, Source, Transport, handler_fn};
+use lanmesh_bus::{Delivery, NodeId, Source, Transport, handler_fn};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +80,38 @@ fn start_transport(config: &ValidatedConfig, node_id: &NodeId) -> Arc<dyn Transp
     }
 }
 
+/// The edge's limits from `edge.*` and `auth.*`.
+fn edge_limits(raw: &crate::config::NodeConfig) -> EdgeLimits {
+    let edge = &raw.edge;
+    let auth = &raw.auth;
+    EdgeLimits {
+        max_frame_bytes: edge.max_frame_bytes,
+        idle_timeout: Duration::from_millis(edge.idle_timeout_ms),
+        ping_interval: Duration::from_millis(edge.ping_interval_ms),
+        requests_per_second: edge.requests_per_second,
+        request_burst: edge.request_burst,
+        max_in_flight: edge.max_in_flight,
+        session_timing: SessionTiming {
+            presence_coalesce: Duration::from_millis(edge.presence_coalesce_ms),
+            resume_grace: Duration::from_millis(edge.resume_grace_ms),
+        },
+        logins_per_minute_per_address: auth.logins_per_minute_per_address,
+        login_limit: LoginLimit {
+            max_failures: auth.max_failed_logins,
+            window_ms: auth.failed_login_window_ms,
+        },
+        key_ttl: Duration::from_millis(auth.key_ttl_ms),
+        password_cost: PasswordCost {
+            memory_kib: auth.argon2_memory_kib,
+            iterations: auth.argon2_iterations,
+        },
+        max_shared_friends: edge.max_shared_friends,
+        max_friend_requests_per_batch: edge.max_friend_requests_per_batch,
+        max_message_bytes: edge.max_message_bytes,
+        request_timeout: Duration::from_millis(edge.request_timeout_ms),
+    }
+}
+
 /// Waits for SIGTERM or SIGINT.
 async fn shutdown_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -105,12 +144,28 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
 
     let transport = start_transport(&config, &node_id);
     let requester = Requester::new(node_id.clone(), Arc::clone(&transport));
-    let pushes = handler_fn(|delivery: Delivery| async move {
-        // The WebSocket edge routes pushes to its sessions; a push for a session this node no
-        // longer holds has nobody to go to.
-        tracing::debug!(target = %delivery.envelope.target, "push for no local session dropped");
-        HandlerOutcome::Ack
-    });
+    let shard_map = ShardMap::new(raw.cluster.n_shards).context("cluster.n_shards is zero")?;
+    let edge_metrics = EdgeMetrics::default();
+    let edge = Edge::new(
+        EdgeDependencies {
+            node_id: node_id.clone(),
+            requester: Arc::clone(&requester),
+            transport: Arc::clone(&transport),
+            shard_map: shard_map.clone(),
+            messages: Arc::clone(&stores.messages),
+            metrics: edge_metrics.clone(),
+        },
+        edge_limits(raw),
+    )
+    .await
+    .context("cannot start the client edge")?;
+    let pushes = {
+        let edge = Arc::clone(&edge);
+        handler_fn(move |delivery: Delivery| {
+            let edge = Arc::clone(&edge);
+            async move { edge.route_push(delivery).await }
+        })
+    };
     let inbox = transport
         .subscribe(
             Source::NodeInbox(node_id.clone()),
@@ -128,7 +183,6 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         .context("cannot start cluster membership")?;
 
     let host_metrics = HostMetrics::default();
-    let shard_map = ShardMap::new(raw.cluster.n_shards).context("cluster.n_shards is zero")?;
     // One actor thread per core; entities are spread over them by address.
     let n_arbiters = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let arbiters: Vec<actix::Arbiter> = (0..n_arbiters).map(|_| actix::Arbiter::new()).collect();
@@ -138,12 +192,15 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             node_id: node_id.clone(),
             transport: Arc::clone(&transport),
             store: Arc::clone(&stores.entity_state),
+            audit: Arc::clone(&stores.audit),
             shard_map,
             arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
             metrics: host_metrics.clone(),
             fenced_shards: fenced_sender,
         },
-        HostedKinds::default().with::<ProbeEntity>(),
+        HostedKinds::default()
+            .with::<ProbeEntity>()
+            .with::<UserEntity>(),
         HostConfig {
             passivate_after_idle: Duration::from_millis(raw.host.passivate_after_idle_ms),
             max_live_entities: raw.host.max_live_entities,
@@ -183,10 +240,12 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             transport.stats(),
             move || transport_for_gauge.is_ready(),
             &host_metrics,
+            &edge_metrics,
         )
     };
-    let (server_handle, server) = crate::http::serve(config.http_listen, registry, readiness)
-        .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
+    let (server_handle, server) =
+        crate::http::serve(config.http_listen, registry, readiness, Arc::clone(&edge))
+            .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
     let server_task = actix_web::rt::spawn(server);
     tracing::info!(listen = %config.http_listen, "serving http");
 

@@ -150,7 +150,7 @@ impl EntityBehavior for ProbeEntity {
                     reply_opt: encode_reply(&ProbeReply::Recorded {
                         n_applied: state.n_applied,
                     })?,
-                    outgoing: Vec::new(),
+                    ..Effects::default()
                 }
             }
             ProbeRequest::Relay { target_id } => match EntityKind::Probe.address(target_id) {
@@ -161,6 +161,7 @@ impl EntityBehavior for ProbeEntity {
                         target,
                         payload: encode(&ProbeRequest::Bump)?,
                     }],
+                    ..Effects::default()
                 },
                 Err(error) => Effects {
                     reply_opt: encode_reply(&ProbeReply::Refused {

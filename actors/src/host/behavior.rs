@@ -43,6 +43,27 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
 }
 
+/// A message pushed to a client session on the node that holds it: best effort (a session
+/// that is gone re-syncs when it resumes), never retried, never de-duplicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// The node holding the session.
+    pub node_id: String,
+    /// The session's address.
+    pub target: EntityAddress,
+    /// The push, MessagePack encoded.
+    pub payload: Vec<u8>,
+}
+
+/// One audit event to record with the state change (the host adds ids, time and entity).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditNote {
+    /// What happened, e.g. `friend.accepted`.
+    pub action: String,
+    /// Details, never secret.
+    pub detail: String,
+}
+
 /// What handling one message produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
@@ -52,6 +73,10 @@ pub struct Effects {
     pub reply_opt: Option<Vec<u8>>,
     /// Messages to other entities, sent after the state is durable.
     pub outgoing: Vec<Outgoing>,
+    /// Pushes to client sessions, sent after the messages.
+    pub pushes: Vec<Push>,
+    /// Audit events, appended after the state is durable and before the acknowledgement.
+    pub audit: Vec<AuditNote>,
 }
 
 /// A message an entity cannot handle, ever (it is dead-lettered).

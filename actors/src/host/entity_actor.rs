@@ -6,7 +6,7 @@
 //! messages (id, reply, outgoing messages with their ids), saved in the same write as the state
 //! change they produced — so "applied" and "remembered as applied" can never disagree.
 
-use crate::host::behavior::{EntityBehavior, IncomingMessage, OwnerStamp};
+use crate::host::behavior::{EntityBehavior, IncomingMessage, OwnerStamp, Push};
 use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, WrapFuture};
 use lanmesh_bus::envelope::now_unix_ms;
 use lanmesh_bus::{EntityAddress, Envelope};
@@ -38,6 +38,20 @@ pub struct SentMessage {
     pub payload: Vec<u8>,
 }
 
+/// An audit event an entity produced, as remembered for re-appending after a redelivery
+/// (the audit store keeps one event per id, so re-appending stores nothing twice).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedAudit {
+    /// The event's id.
+    pub event_id: Uuid,
+    /// What happened.
+    pub action: String,
+    /// Details.
+    pub detail: String,
+    /// When, in Unix milliseconds.
+    pub at_unix_ms: u64,
+}
+
 /// One processed message, remembered with the state it changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct ProcessedMessage {
@@ -46,6 +60,8 @@ struct ProcessedMessage {
     reply_opt: Option<Vec<u8>>,
     #[serde(default)]
     sent: Vec<SentMessage>,
+    #[serde(default)]
+    audit: Vec<RecordedAudit>,
 }
 
 /// What is persisted for an entity.
@@ -69,6 +85,10 @@ pub struct Applied {
     pub reply_opt: Option<Vec<u8>>,
     /// Messages to other entities.
     pub sent: Vec<SentMessage>,
+    /// Audit events to append.
+    pub audit: Vec<RecordedAudit>,
+    /// Pushes to client sessions (empty for a duplicate: pushes are best effort).
+    pub pushes: Vec<Push>,
 }
 
 /// Why a message was not applied.
@@ -241,16 +261,19 @@ async fn apply_message<B: EntityBehavior>(
                 duplicate: true,
                 reply_opt: first.reply_opt.clone(),
                 sent: first.sent.clone(),
+                audit: first.audit.clone(),
+                pushes: Vec::new(),
             };
             return (Ok(applied), Some(restored));
         }
+        let now = now_unix_ms();
         let incoming = IncomingMessage {
             entity_id: &key.id,
             msg_id: envelope.msg_id,
             sender_entity_opt: envelope.sender_entity_opt.as_ref(),
             payload: &envelope.payload,
             owner: &owner,
-            now_unix_ms: now_unix_ms(),
+            now_unix_ms: now,
         };
         let effects = match B::handle(&mut restored.record.state, &incoming) {
             Ok(effects) => effects,
@@ -266,12 +289,24 @@ async fn apply_message<B: EntityBehavior>(
                 payload: outgoing.payload,
             })
             .collect();
+        let audit: Vec<RecordedAudit> = effects
+            .audit
+            .into_iter()
+            .map(|note| RecordedAudit {
+                event_id: Uuid::now_v7(),
+                action: note.action,
+                detail: note.detail,
+                at_unix_ms: now,
+            })
+            .collect();
         let applied = Applied {
             duplicate: false,
             reply_opt: effects.reply_opt,
             sent,
+            audit,
+            pushes: effects.pushes,
         };
-        if !effects.state_changed && applied.sent.is_empty() {
+        if !effects.state_changed && applied.sent.is_empty() && applied.audit.is_empty() {
             // Nothing to make durable; a redelivery simply runs it again.
             return (Ok(applied), Some(restored));
         }
@@ -279,6 +314,7 @@ async fn apply_message<B: EntityBehavior>(
             msg_id: envelope.msg_id,
             reply_opt: applied.reply_opt.clone(),
             sent: applied.sent.clone(),
+            audit: applied.audit.clone(),
         });
         while restored.record.recent.len() > DEDUPE_WINDOW {
             restored.record.recent.pop_front();

@@ -6,11 +6,13 @@
 //! for an entity whose actor is stopping waits until it has stopped, then goes to a fresh
 //! actor that restores the state from storage.
 //!
-//! Effects are sent after the state is durable and before the delivery is acknowledged:
-//! messages to other entities first (a failure hands the delivery back, and the redelivery
-//! re-sends them with their first ids), then the reply (best effort: the asker retries).
+//! Effects are carried out after the state is durable and before the delivery is
+//! acknowledged: audit events are appended and messages to other entities sent (a failure of
+//! either hands the delivery back, and the redelivery repeats them with their first ids), then
+//! pushes to client sessions and the reply go out (best effort: a session re-syncs when it
+//! resumes, an asker retries).
 
-use crate::host::behavior::{EntityBehavior, OwnerStamp};
+use crate::host::behavior::{EntityBehavior, OwnerStamp, Push};
 use crate::host::entity_actor::{Applied, Apply, ApplyError, EntityActor, Passivate};
 use crate::host::metrics::HostMetrics;
 use actix::{Actor, ArbiterHandle, Recipient};
@@ -22,7 +24,7 @@ use lanmesh_bus::{
     Delivery, Destination, EntityAddress, Envelope, HandlerOutcome, NodeId, PublishOptions,
     ShardId, Transport,
 };
-use lanmesh_storage::EntityStateStore;
+use lanmesh_storage::{AuditEvent, AuditStore, EntityKey, EntityStateStore};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
@@ -34,6 +36,8 @@ use tokio::time::Instant;
 /// Pause before handing back a message this node may no longer apply (fenced), so the broker
 /// does not spin it while ownership moves.
 const FENCED_RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// A push not consumed within this long is stale (the session re-syncs on resume).
+const PUSH_EXPIRATION: Duration = Duration::from_secs(30);
 /// The idle sweep runs at least this often.
 const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -115,6 +119,8 @@ pub struct HostDependencies {
     pub transport: Arc<dyn Transport>,
     /// Where entity state lives.
     pub store: Arc<dyn EntityStateStore>,
+    /// Where the entities' audit events go.
+    pub audit: Arc<dyn AuditStore>,
     /// How addresses map to shards (the cluster's shard count).
     pub shard_map: ShardMap,
     /// Threads the actors run on (at least one).
@@ -228,6 +234,29 @@ impl EntityHost {
             dependencies.metrics.duplicates_dropped.inc();
             tracing::debug!(target = %request.target, msg_id = %request.msg_id, "duplicate message: re-sending its first effects");
         }
+        if !applied.audit.is_empty() {
+            let entity = EntityKey::new(request.target.kind.clone(), request.target.id.clone());
+            let events: Vec<AuditEvent> = applied
+                .audit
+                .into_iter()
+                .map(|recorded| AuditEvent {
+                    event_id: recorded.event_id,
+                    actor: request
+                        .sender_entity_opt
+                        .as_ref()
+                        .map_or_else(|| request.sender.to_string(), ToString::to_string),
+                    entity: entity.clone(),
+                    action: recorded.action,
+                    detail: recorded.detail.into_bytes(),
+                    at_unix_ms: i64::try_from(recorded.at_unix_ms).unwrap_or(i64::MAX),
+                    msg_id_opt: Some(request.msg_id),
+                })
+                .collect();
+            if let Err(error) = dependencies.audit.append(events).await {
+                tracing::warn!(entity = %request.target, error = %error, "audit events not stored; handing the delivery back");
+                return HandlerOutcome::Retry;
+            }
+        }
         for sent in applied.sent {
             let shard = dependencies.shard_map.shard_for(&sent.target);
             let mut message =
@@ -251,6 +280,9 @@ impl EntityHost {
                 return HandlerOutcome::Retry;
             }
         }
+        for push in applied.pushes {
+            self.push_to_session(request, push).await;
+        }
         if let Some(payload) = applied.reply_opt
             && let Some((destination, reply)) =
                 build_reply(request, dependencies.node_id.clone(), payload)
@@ -266,6 +298,33 @@ impl EntityHost {
             }
         }
         HandlerOutcome::Ack
+    }
+
+    /// Sends one push to the node holding a session; a node that is gone drops it.
+    async fn push_to_session(&self, request: &Envelope, push: Push) {
+        let Ok(node_id) = NodeId::new(push.node_id) else {
+            tracing::warn!(from = %request.target, "push names an invalid node id; dropped");
+            return;
+        };
+        let dependencies = &self.dependencies;
+        let mut message = Envelope::new(push.target, dependencies.node_id.clone(), push.payload);
+        message.sender_entity_opt = Some(request.target.clone());
+        message.trace_opt = request
+            .trace_opt
+            .as_ref()
+            .map(lanmesh_bus::TraceContext::child);
+        let options = PublishOptions {
+            expiration_opt: Some(PUSH_EXPIRATION),
+            ..PublishOptions::default()
+        };
+        if let Err(error) = dependencies
+            .transport
+            .publish(&Destination::Node(node_id), message, &options)
+            .await
+        {
+            dependencies.metrics.pushes_dropped.inc();
+            tracing::debug!(from = %request.target, error = %error, "push to a session not delivered");
+        }
     }
 
     /// Finds or spawns the actor for `address` and marks it busy; `None` for an unknown kind.

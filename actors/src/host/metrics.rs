@@ -1,5 +1,5 @@
 //! The entity layer's metrics: shard ownership, membership, live entities, handoffs,
-//! takeovers, redeliveries and duplicates. The node registers them on `/metrics`.
+//! takeovers, redeliveries, duplicates and undeliverable pushes. The node registers them on `/metrics`.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -26,6 +26,8 @@ pub struct HostMetrics {
     pub redeliveries: Counter,
     /// Messages recognised as already applied (their first reply was re-sent).
     pub duplicates_dropped: Counter,
+    /// Pushes to client sessions the bus could not deliver (the session's node is gone).
+    pub pushes_dropped: Counter,
 }
 
 impl Default for HostMetrics {
@@ -38,6 +40,7 @@ impl Default for HostMetrics {
             takeover_seconds: Histogram::new(TAKEOVER_BUCKETS),
             redeliveries: Counter::default(),
             duplicates_dropped: Counter::default(),
+            pushes_dropped: Counter::default(),
         }
     }
 }
@@ -79,6 +82,11 @@ impl HostMetrics {
             "lanmesh_duplicates_dropped",
             "Messages recognised by id as already applied; their first reply was sent again",
             self.duplicates_dropped.clone(),
+        );
+        registry.register(
+            "lanmesh_pushes_dropped",
+            "Pushes to client sessions the bus could not deliver",
+            self.pushes_dropped.clone(),
         );
     }
 }

@@ -67,6 +67,7 @@ async fn fixture(config: HostConfig) -> Fixture {
             node_id: NodeId::new("host-node").unwrap(),
             transport: Arc::clone(&transport),
             store: stores.entity_state,
+            audit: stores.audit,
             shard_map,
             arbiters: vec![actix::Arbiter::current()],
             metrics: metrics.clone(),

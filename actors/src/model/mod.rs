@@ -2,3 +2,4 @@
 
 pub mod entity_kind;
 pub mod probe;
+pub mod user;

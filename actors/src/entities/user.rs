@@ -1,0 +1,447 @@
+//! The user entity's wire messages and its behaviour: each request becomes one call on
+//! [`crate::model::user::UserState`], and the model's effects become pushes to sessions,
+//! messages to other accounts' entities and audit notes.
+//!
+//! Requests from a client carry [`SessionAuth`]; the entity checks the key on every one, so
+//! a key revoked or expired anywhere in the cluster stops working at once.
+
+use crate::host::behavior::{
+    AuditNote, Effects, EntityBehavior, HandleError, IncomingMessage, Outgoing, Push,
+};
+use crate::model::entity_kind::EntityKind;
+use crate::model::user::{
+    ContactList, KeyRecord, LoginLimit, PeerEvent, SessionOpening, SessionSnapshot, Status,
+    UserEffect, UserError, UserState, WidgetEntry,
+};
+use lanmesh_bus::codec::{CodecError, FrameLimits, decode_message, encode_message};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// Proof that a request comes from a session: its id and the SHA-256 of the key's secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionAuth {
+    /// The session.
+    pub session_id: String,
+    /// Hex SHA-256 of the presented key's secret.
+    pub key_hash: String,
+}
+
+/// A request to a user entity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserRequest {
+    /// Registers the account (the entity id is the account id).
+    Register {
+        /// Shown to friends.
+        display_name: String,
+        /// argon2id PHC string, hashed by the edge.
+        password_hash: String,
+    },
+    /// Asks for the password hash to verify a login against.
+    Credential {
+        /// The per-account failure limit.
+        limit: LoginLimit,
+    },
+    /// Records a failed login.
+    LoginFailed {
+        /// The per-account failure limit.
+        limit: LoginLimit,
+    },
+    /// Opens (or joins) the device's session after a verified login.
+    OpenSession(SessionOpening),
+    /// The edge node lost the session's last connection.
+    SessionDetached {
+        /// The session.
+        session_id: String,
+        /// The node that lost it (ignored if the session has moved since).
+        node_id: String,
+    },
+    /// The node `node_id` no longer holds this watcher session: stop pushing to it.
+    DropWatcher {
+        /// The watching session.
+        session_id: String,
+    },
+    /// A client request, checked against the session's keys.
+    Authed {
+        /// The session and its key.
+        auth: SessionAuth,
+        /// What it asks.
+        op: SessionOp,
+    },
+    /// An event from another user entity (the envelope names the sender).
+    Peer(PeerEvent),
+}
+
+/// What an authenticated session asks of its own account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionOp {
+    /// Re-attach the session on `node_id`.
+    Resume {
+        /// The node holding the new connection.
+        node_id: String,
+    },
+    /// Replace the presented key.
+    RefreshKey {
+        /// The new key.
+        new_key: KeyRecord,
+    },
+    /// End this session.
+    Logout,
+    /// End another session of the account.
+    RevokeSession {
+        /// The session to end.
+        session_id: String,
+    },
+    /// The contact list.
+    Contacts,
+    /// Set this session's status.
+    SetStatus {
+        /// The new status.
+        status: Status,
+    },
+    /// Select the widget's contacts.
+    SetWidget {
+        /// The contacts, in display order.
+        contacts: Vec<String>,
+    },
+    /// Ask `to` to be a friend.
+    RequestFriend {
+        /// The addressee.
+        to: String,
+        /// A note.
+        note: String,
+    },
+    /// Answer a friend request.
+    AnswerRequest {
+        /// The requester.
+        from: String,
+        /// Accept or decline.
+        accept: bool,
+    },
+    /// End a friendship.
+    RemoveFriend {
+        /// The friend.
+        account: String,
+    },
+    /// Create or replace a group.
+    SetGroup {
+        /// The group's name.
+        name: String,
+        /// Its members (friends).
+        members: BTreeSet<String>,
+    },
+    /// Delete a group.
+    DeleteGroup {
+        /// The group's name.
+        name: String,
+    },
+    /// Share friends and groups with the friend `to`.
+    ShareFriends {
+        /// The target friend.
+        to: String,
+        /// Single friends.
+        friends: Vec<String>,
+        /// Whole groups.
+        groups: Vec<String>,
+        /// Most suggestions allowed.
+        max_suggestions: usize,
+    },
+    /// One combined add-friend request fanned out to several accounts.
+    RequestFriends {
+        /// The picked accounts.
+        targets: Vec<String>,
+        /// A note.
+        note: String,
+        /// Most targets allowed.
+        max_targets: usize,
+    },
+    /// Send a message to a friend (stored by the edge once accepted).
+    SendMessage {
+        /// The friend.
+        to: String,
+        /// The message id.
+        message_id: String,
+        /// The text.
+        text: String,
+        /// When it was sent.
+        sent_at_unix_ms: u64,
+    },
+    /// Mark messages from a friend read.
+    MarkRead {
+        /// The friend.
+        with: String,
+        /// The last message read.
+        up_to_message_id: String,
+    },
+    /// Relay call signalling to a friend.
+    Signal {
+        /// The friend.
+        to: String,
+        /// The call.
+        call_id: String,
+        /// text, voice or video.
+        kind: String,
+        /// The opaque signal.
+        signal: Vec<u8>,
+    },
+    /// Check that `with` is a friend (before reading the conversation).
+    CheckFriend {
+        /// The other account.
+        with: String,
+    },
+}
+
+/// A user entity's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserReply {
+    /// Done; nothing to return.
+    Done,
+    /// The password hash to verify against.
+    Credential {
+        /// argon2id PHC string.
+        password_hash: String,
+    },
+    /// The session, opened or resumed.
+    Session(SessionSnapshot),
+    /// The contact list.
+    Contacts(ContactList),
+    /// The widget's contacts.
+    Widget(Vec<WidgetEntry>),
+    /// The suggestions sent.
+    Shared {
+        /// The accounts suggested.
+        accounts: Vec<String>,
+    },
+    /// The friend requests sent by a combined request.
+    RequestsSent {
+        /// Requests sent.
+        sent: Vec<String>,
+        /// Accounts skipped (already friends, oneself, unknown state).
+        skipped: Vec<String>,
+    },
+    /// Refused.
+    Refused(UserError),
+}
+
+/// Encodes a user message or reply (named-field MessagePack).
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, CodecError> {
+    encode_message(message, &FrameLimits::default())
+}
+
+/// Decodes a user message or reply.
+pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
+    decode_message(payload, &FrameLimits::default())
+}
+
+/// The user behaviour.
+#[derive(Debug)]
+pub struct UserEntity;
+
+impl EntityBehavior for UserEntity {
+    const KIND: EntityKind = EntityKind::User;
+    type State = UserState;
+
+    fn handle(
+        state: &mut UserState,
+        message: &IncomingMessage<'_>,
+    ) -> Result<Effects, HandleError> {
+        let request: UserRequest =
+            decode(message.payload).map_err(|error| HandleError::Malformed {
+                reason: error.to_string(),
+            })?;
+        let now = message.now_unix_ms;
+        let account = message.entity_id;
+        let mutating = !matches!(
+            request,
+            UserRequest::Credential { .. }
+                | UserRequest::Authed {
+                    op: SessionOp::Contacts | SessionOp::CheckFriend { .. },
+                    ..
+                }
+        );
+        let (reply_opt, effects) = match request {
+            UserRequest::Register {
+                display_name,
+                password_hash,
+            } => answer(
+                state.register(account.to_owned(), display_name, password_hash, now),
+                |()| UserReply::Done,
+            ),
+            UserRequest::Credential { limit } => (
+                Some(match state.credential(limit, now) {
+                    Ok(password_hash) => UserReply::Credential { password_hash },
+                    Err(error) => UserReply::Refused(error),
+                }),
+                Vec::new(),
+            ),
+            UserRequest::LoginFailed { limit } => {
+                answer(state.login_failed(limit, now), |()| UserReply::Done)
+            }
+            UserRequest::OpenSession(opening) => {
+                answer(state.open_session(opening, now), UserReply::Session)
+            }
+            UserRequest::SessionDetached {
+                session_id,
+                node_id,
+            } => {
+                let still_there = state
+                    .sessions
+                    .get(&session_id)
+                    .is_some_and(|session| session.node_id == node_id);
+                if still_there {
+                    answer(state.disconnected(&session_id, now), |()| UserReply::Done)
+                } else {
+                    (Some(UserReply::Done), Vec::new())
+                }
+            }
+            UserRequest::DropWatcher { session_id } => {
+                answer(state.drop_watcher(&session_id), |()| UserReply::Done)
+            }
+            UserRequest::Authed { auth, op } => {
+                match state.check_key(&auth.session_id, &auth.key_hash, now) {
+                    Ok(()) => apply_session_op(state, &auth, op, now),
+                    Err(error) => (Some(UserReply::Refused(error)), Vec::new()),
+                }
+            }
+            UserRequest::Peer(event) => {
+                let from_opt = message
+                    .sender_entity_opt
+                    .filter(|sender| sender.kind == EntityKind::User.as_str());
+                let Some(from) = from_opt else {
+                    return Err(HandleError::Malformed {
+                        reason: "peer event not sent by a user entity".to_owned(),
+                    });
+                };
+                (None, state.on_peer_event(&from.id, event, now))
+            }
+        };
+        let mut result = translate(effects)?;
+        // The model refuses before it changes anything, so a refusal leaves the state as it was.
+        result.state_changed = mutating && !matches!(reply_opt, Some(UserReply::Refused(_)));
+        result.reply_opt = match reply_opt {
+            Some(reply) => Some(encode(&reply)?),
+            None => None,
+        };
+        Ok(result)
+    }
+}
+
+fn answer<T>(
+    result: Result<(T, Vec<UserEffect>), UserError>,
+    into_reply: impl FnOnce(T) -> UserReply,
+) -> (Option<UserReply>, Vec<UserEffect>) {
+    match result {
+        Ok((value, effects)) => (Some(into_reply(value)), effects),
+        Err(error) => (Some(UserReply::Refused(error)), Vec::new()),
+    }
+}
+
+fn apply_session_op(
+    state: &mut UserState,
+    auth: &SessionAuth,
+    op: SessionOp,
+    now: u64,
+) -> (Option<UserReply>, Vec<UserEffect>) {
+    let session_id = auth.session_id.as_str();
+    let done = |()| UserReply::Done;
+    match op {
+        SessionOp::Resume { node_id } => {
+            answer(state.resume(session_id, &node_id, now), UserReply::Session)
+        }
+        SessionOp::RefreshKey { new_key } => {
+            answer(state.refresh_key(session_id, &auth.key_hash, new_key), done)
+        }
+        SessionOp::Logout => answer(state.logout(session_id, session_id, now), done),
+        SessionOp::RevokeSession {
+            session_id: revoked,
+        } => answer(state.logout(session_id, &revoked, now), done),
+        SessionOp::Contacts => (Some(UserReply::Contacts(state.contacts())), Vec::new()),
+        SessionOp::SetStatus { status } => answer(state.set_status(session_id, status, now), done),
+        SessionOp::SetWidget { contacts } => {
+            answer(state.set_widget(session_id, contacts), UserReply::Widget)
+        }
+        SessionOp::RequestFriend { to, note } => answer(state.request_friend(&to, note, now), done),
+        SessionOp::AnswerRequest { from, accept } => {
+            answer(state.answer_request(&from, accept, now), done)
+        }
+        SessionOp::RemoveFriend { account } => answer(state.remove_friend(&account), done),
+        SessionOp::SetGroup { name, members } => answer(state.set_group(name, members), done),
+        SessionOp::DeleteGroup { name } => answer(state.delete_group(&name), done),
+        SessionOp::ShareFriends {
+            to,
+            friends,
+            groups,
+            max_suggestions,
+        } => answer(
+            state.share_friends(&to, &friends, &groups, max_suggestions),
+            |accounts| UserReply::Shared { accounts },
+        ),
+        SessionOp::RequestFriends {
+            targets,
+            note,
+            max_targets,
+        } => answer(
+            state.request_friends(&targets, &note, max_targets, now),
+            |(sent, skipped)| UserReply::RequestsSent { sent, skipped },
+        ),
+        SessionOp::SendMessage {
+            to,
+            message_id,
+            text,
+            sent_at_unix_ms,
+        } => answer(
+            state.send_message(&to, message_id, text, sent_at_unix_ms),
+            done,
+        ),
+        SessionOp::MarkRead {
+            with,
+            up_to_message_id,
+        } => answer(state.mark_read(&with, up_to_message_id), done),
+        SessionOp::Signal {
+            to,
+            call_id,
+            kind,
+            signal,
+        } => answer(state.signal(&to, call_id, kind, signal), done),
+        SessionOp::CheckFriend { with } => match state.require_friend(&with) {
+            Ok(()) => (Some(UserReply::Done), Vec::new()),
+            Err(error) => (Some(UserReply::Refused(error)), Vec::new()),
+        },
+    }
+}
+
+/// Turns the model's effects into the host's.
+fn translate(effects: Vec<UserEffect>) -> Result<Effects, HandleError> {
+    let mut result = Effects::default();
+    for effect in effects {
+        match effect {
+            UserEffect::Push {
+                node_id,
+                session_id,
+                push,
+            } => {
+                let Ok(target) = EntityKind::Session.address(session_id) else {
+                    continue;
+                };
+                result.pushes.push(Push {
+                    node_id,
+                    target,
+                    payload: encode(&push)?,
+                });
+            }
+            UserEffect::Send { to, event } => {
+                let Ok(target) = EntityKind::User.address(to) else {
+                    continue;
+                };
+                result.outgoing.push(Outgoing {
+                    target,
+                    payload: encode(&UserRequest::Peer(event))?,
+                });
+            }
+            UserEffect::Audit { action, detail } => result.audit.push(AuditNote {
+                action: action.to_owned(),
+                detail,
+            }),
+        }
+    }
+    Ok(result)
+}

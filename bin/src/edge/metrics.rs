@@ -1,0 +1,70 @@
+//! The edge's metrics: open connections, frames, refused requests and push routing.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Metric handles of the edge; cloning shares the values.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeMetrics {
+    /// WebSocket connections open now.
+    pub connections_open: Gauge,
+    /// Request frames received.
+    pub requests: Counter,
+    /// Error replies sent (any code).
+    pub error_replies: Counter,
+    /// Requests refused by the per-connection rate limit.
+    pub requests_rate_limited: Counter,
+    /// Failed logins (wrong password, unknown account, locked out).
+    pub login_failures: Counter,
+    /// Pushes handed to a session on this node.
+    pub pushes_routed: Counter,
+    /// Pushes for sessions this node no longer holds.
+    pub pushes_unclaimed: Counter,
+}
+
+impl EdgeMetrics {
+    /// Registers every metric (names prefixed `lanmesh_edge_`).
+    pub fn register(&self, registry: &mut Registry) {
+        let counters = [
+            (
+                "lanmesh_edge_requests",
+                "Request frames received",
+                &self.requests,
+            ),
+            (
+                "lanmesh_edge_error_replies",
+                "Error replies sent",
+                &self.error_replies,
+            ),
+            (
+                "lanmesh_edge_requests_rate_limited",
+                "Requests refused by the per-connection rate limit",
+                &self.requests_rate_limited,
+            ),
+            (
+                "lanmesh_edge_login_failures",
+                "Failed logins: wrong password, unknown account, locked out or rate limited",
+                &self.login_failures,
+            ),
+            (
+                "lanmesh_edge_pushes_routed",
+                "Pushes handed to a session on this node",
+                &self.pushes_routed,
+            ),
+            (
+                "lanmesh_edge_pushes_unclaimed",
+                "Pushes for sessions this node no longer holds",
+                &self.pushes_unclaimed,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "lanmesh_edge_connections_open",
+            "WebSocket connections open now",
+            self.connections_open.clone(),
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! The client edge: the `/ws` WebSocket endpoint every node serves, the sessions it holds,
+//! and the routing of pushes from user entities to those sessions.
+//!
+//! A connection speaks the protocol in [`protocol`] (docs/protocol.md). Each request is
+//! checked (frame size, rate, protocol version, auth key) and becomes a request to the
+//! account's user entity, wherever in the cluster that entity lives; the entity checks the
+//! key again on every request, so revocation and expiry take effect everywhere at once.
+//! Pushes come back through this node's inbox addressed to `session/ID` and go to the
+//! session's actor ([`sessions`]), which writes them to every connection attached to it.
+
+pub mod auth;
+pub mod connection;
+pub mod metrics;
+pub mod ops;
+pub mod protocol;
+pub mod sessions;
+
+use crate::edge::auth::{AddressLimiter, PasswordCost};
+use crate::edge::metrics::EdgeMetrics;
+use crate::edge::protocol::{ErrorBody, ErrorCode};
+use crate::edge::sessions::{Deliver, DetachNotice, SessionRegistry, SessionTiming};
+use lanmesh_actors::entities::user::{self, UserReply, UserRequest};
+use lanmesh_actors::model::entity_kind::EntityKind;
+use lanmesh_actors::model::user::{LoginLimit, SessionPush};
+use lanmesh_bus::request_reply::{RequestPolicy, Requester};
+use lanmesh_bus::shard_map::ShardMap;
+use lanmesh_bus::{
+    Delivery, Destination, Envelope, HandlerOutcome, NodeId, PublishOptions, Transport,
+};
+use lanmesh_storage::MessageStore;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The edge's limits and timings (from `edge.*` and `auth.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeLimits {
+    /// Largest frame accepted; a larger one closes the connection.
+    pub max_frame_bytes: usize,
+    /// A connection silent this long is closed.
+    pub idle_timeout: Duration,
+    /// The server pings this often.
+    pub ping_interval: Duration,
+    /// Requests per second per connection (sustained).
+    pub requests_per_second: u32,
+    /// Requests a connection may burst above the rate.
+    pub request_burst: u32,
+    /// Requests of one connection handled at once.
+    pub max_in_flight: usize,
+    /// Session timings.
+    pub session_timing: SessionTiming,
+    /// Login attempts per client address per minute.
+    pub logins_per_minute_per_address: u32,
+    /// Per-account failed-login limit.
+    pub login_limit: LoginLimit,
+    /// Lifetime of an auth key.
+    pub key_ttl: Duration,
+    /// argon2id cost of new password hashes.
+    pub password_cost: PasswordCost,
+    /// Most friends one share may suggest.
+    pub max_shared_friends: usize,
+    /// Most accounts one combined add-friend request may name.
+    pub max_friend_requests_per_batch: usize,
+    /// Largest message text.
+    pub max_message_bytes: usize,
+    /// How long a request to an entity may take.
+    pub request_timeout: Duration,
+}
+
+/// What the edge needs from the node.
+pub struct EdgeDependencies {
+    /// This node.
+    pub node_id: NodeId,
+    /// Requests to entities.
+    pub requester: Arc<Requester>,
+    /// One-way messages to entities.
+    pub transport: Arc<dyn Transport>,
+    /// How entities map to shards.
+    pub shard_map: ShardMap,
+    /// Stored messages.
+    pub messages: Arc<dyn MessageStore>,
+    /// The edge's metrics.
+    pub metrics: EdgeMetrics,
+}
+
+/// The edge of one node, shared by its connections.
+pub struct Edge {
+    deps: EdgeDependencies,
+    limits: EdgeLimits,
+    registry: SessionRegistry,
+    address_limiter: AddressLimiter,
+    /// A hash no password matches, verified for unknown accounts.
+    dummy_hash: String,
+    next_connection_id: AtomicU64,
+    on_detached: DetachNotice,
+}
+
+impl Edge {
+    /// Builds the edge (hashes its timing-equaliser password once).
+    pub async fn new(deps: EdgeDependencies, limits: EdgeLimits) -> anyhow::Result<Arc<Self>> {
+        let dummy_hash = auth::dummy_hash(limits.password_cost).await?;
+        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
+            let weak = weak.clone();
+            let on_detached: DetachNotice = Arc::new(move |account: &str, session_id: &str| {
+                if let Some(edge) = weak.upgrade() {
+                    let request = UserRequest::SessionDetached {
+                        session_id: session_id.to_owned(),
+                        node_id: edge.deps.node_id.to_string(),
+                    };
+                    let account = account.to_owned();
+                    actix_web::rt::spawn(async move {
+                        edge.tell_user(&account, &request).await;
+                    });
+                }
+            });
+            Self {
+                address_limiter: AddressLimiter::new(limits.logins_per_minute_per_address),
+                deps,
+                limits,
+                registry: SessionRegistry::default(),
+                dummy_hash,
+                next_connection_id: AtomicU64::new(1),
+                on_detached,
+            }
+        }))
+    }
+
+    /// Sessions this node holds.
+    pub fn n_sessions(&self) -> usize {
+        self.registry.len()
+    }
+
+    fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Asks an account's entity and waits for its answer. `msg_id_opt` makes a retried
+    /// client request the same message (the entity answers it once).
+    pub async fn ask_user(
+        &self,
+        account: &str,
+        request: &UserRequest,
+        msg_id_opt: Option<Uuid>,
+    ) -> Result<UserReply, ErrorBody> {
+        let target = EntityKind::User
+            .address(account)
+            .map_err(|error| ErrorBody::new(ErrorCode::BadRequest, error.to_string()))?;
+        let payload = user::encode(request).map_err(|error| {
+            ErrorBody::new(ErrorCode::BadRequest, format!("request too large: {error}"))
+        })?;
+        let destination = Destination::Shard(self.deps.shard_map.shard_for(&target));
+        let mut envelope = Envelope::new(target, self.deps.node_id.clone(), payload);
+        if let Some(msg_id) = msg_id_opt {
+            envelope.msg_id = msg_id;
+        }
+        let policy = RequestPolicy {
+            attempt_timeout: (self.limits.request_timeout / 4).max(Duration::from_millis(500)),
+            total_timeout: self.limits.request_timeout,
+        };
+        let reply = self
+            .deps
+            .requester
+            .request(&destination, envelope, &policy)
+            .await
+            .map_err(|error| {
+                tracing::warn!(account, error = %error, "user entity did not answer");
+                ErrorBody::new(
+                    ErrorCode::Unavailable,
+                    "the service did not answer in time; retrying is safe",
+                )
+            })?;
+        user::decode(&reply.payload).map_err(|error| {
+            tracing::error!(account, error = %error, "undecodable reply from a user entity");
+            ErrorBody::new(ErrorCode::Unavailable, "unexpected answer from the service")
+        })
+    }
+
+    /// Sends a one-way request to an account's entity (best effort, logged on failure).
+    pub async fn tell_user(&self, account: &str, request: &UserRequest) {
+        let Ok(target) = EntityKind::User.address(account) else {
+            return;
+        };
+        let Ok(payload) = user::encode(request) else {
+            return;
+        };
+        let destination = Destination::Shard(self.deps.shard_map.shard_for(&target));
+        let envelope = Envelope::new(target, self.deps.node_id.clone(), payload);
+        if let Err(error) = self
+            .deps
+            .transport
+            .publish(&destination, envelope, &PublishOptions::default())
+            .await
+        {
+            tracing::warn!(account, error = %error, "cannot tell a user entity");
+        }
+    }
+
+    /// Routes a push from this node's inbox to the session it names.
+    pub async fn route_push(&self, delivery: Delivery) -> HandlerOutcome {
+        let envelope = delivery.envelope;
+        if envelope.target.kind != EntityKind::Session.as_str() {
+            tracing::debug!(target = %envelope.target, "inbox message for no session dropped");
+            return HandlerOutcome::Ack;
+        }
+        let push: SessionPush = match user::decode(&envelope.payload) {
+            Ok(push) => push,
+            Err(error) => {
+                tracing::warn!(target = %envelope.target, error = %error, "undecodable push dropped");
+                return HandlerOutcome::Ack;
+            }
+        };
+        let session_id = envelope.target.id.as_str();
+        match self.registry.get(session_id) {
+            Some(session) => {
+                self.deps.metrics.pushes_routed.inc();
+                session.do_send(Deliver(push));
+            }
+            None => {
+                self.deps.metrics.pushes_unclaimed.inc();
+                // A watched account pushing to a session that is gone: stop its pushes.
+                if matches!(push, SessionPush::Presence { .. })
+                    && let Some(sender) = &envelope.sender_entity_opt
+                {
+                    let request = UserRequest::DropWatcher {
+                        session_id: session_id.to_owned(),
+                    };
+                    self.tell_user(&sender.id, &request).await;
+                }
+            }
+        }
+        HandlerOutcome::Ack
+    }
+}
+
+impl ErrorBody {
+    /// An error with a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            accounts: Vec::new(),
+            retry_after_ms: None,
+        }
+    }
+}

@@ -1,0 +1,897 @@
+//! The operations of protocol version 1: each decodes its body, checks what the edge can
+//! check on its own (shapes, sizes, the key's form), asks the account's user entity, and turns
+//! the answer into a reply. Passwords are hashed and verified here, off the reactor.
+
+use crate::edge::Edge;
+use crate::edge::auth::{self, ParsedKey};
+use crate::edge::protocol::{
+    CallSignalRequest, ClientFrame, ContactsReply, ConversationKind, ConversationOpenReply,
+    ConversationOpenRequest, ErrorBody, ErrorCode, FriendAnswerRequest, FriendRemoveRequest,
+    FriendRequestRequest, FriendsAddManyReply, FriendsAddManyRequest, FriendsShareReply,
+    FriendsShareRequest, GroupDeleteRequest, GroupSetRequest, HelloReply, HelloRequest, KeyReply,
+    LoginRequest, MessageHistoryReply, MessageHistoryRequest, MessageReadRequest, MessageSendReply,
+    MessageSendRequest, Mode, PresenceSetRequest, RegisterReply, RegisterRequest, RevokeRequest,
+    SUPPORTED_VERSIONS, SessionReply, WidgetReply, WidgetSetRequest, WireFriend, WireMessage,
+    WireOutgoingRequest, WireRequest, WireStatus, WireWidgetEntry,
+};
+use crate::edge::sessions::{ConnectionLink, SessionActor, wire_hint, wire_status};
+use actix::Addr;
+use lanmesh_actors::entities::user::{SessionAuth, SessionOp, UserReply, UserRequest};
+use lanmesh_actors::model::user::{
+    KeyRecord, SessionMode, SessionOpening, SessionSnapshot, Status, UserError, WidgetEntry,
+};
+use lanmesh_bus::envelope::now_unix_ms;
+use lanmesh_storage::{ChatMessage, PageCursor, PageRequest, StoreError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::net::IpAddr;
+use std::sync::{Mutex, OnceLock};
+use uuid::Uuid;
+
+/// Largest call signal relayed.
+const MAX_SIGNAL_BYTES: usize = 16 * 1024;
+/// Largest friend-request note.
+const MAX_NOTE_BYTES: usize = 256;
+/// Messages returned when a conversation is opened.
+const OPEN_CONVERSATION_PAGE: u32 = 20;
+/// Largest history page.
+const MAX_HISTORY_PAGE: u32 = 100;
+
+/// What a connection knows about itself.
+pub struct ConnectionContext {
+    link: ConnectionLink,
+    peer_ip_opt: Option<IpAddr>,
+    version: OnceLock<u32>,
+    attached: Mutex<Vec<(String, Addr<SessionActor>)>>,
+}
+
+impl ConnectionContext {
+    /// A fresh connection.
+    pub fn new(link: ConnectionLink, peer_ip_opt: Option<IpAddr>) -> Self {
+        Self {
+            link,
+            peer_ip_opt,
+            version: OnceLock::new(),
+            attached: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn attached(&self) -> std::sync::MutexGuard<'_, Vec<(String, Addr<SessionActor>)>> {
+        self.attached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The session actors this connection is attached to.
+    pub fn attached_sessions(&self) -> Vec<Addr<SessionActor>> {
+        self.attached()
+            .iter()
+            .map(|(_, address)| address.clone())
+            .collect()
+    }
+}
+
+/// An encoded reply and whether it is an error.
+pub struct FrameReply {
+    /// The encoded frame.
+    pub frame: Vec<u8>,
+    /// Whether it reports an error.
+    pub is_error: bool,
+}
+
+type OpResult = Result<rmpv::Value, ErrorBody>;
+
+fn bad_request(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::BadRequest, message)
+}
+
+fn body<T: DeserializeOwned>(op: &str, value: rmpv::Value) -> Result<T, ErrorBody> {
+    // Through bytes, so enums read from their names as everywhere else in the protocol.
+    let mut bytes = Vec::new();
+    rmpv::encode::write_value(&mut bytes, &value)
+        .map_err(|error| bad_request(format!("body of {op} does not encode: {error}")))?;
+    rmp_serde::from_slice(&bytes)
+        .map_err(|error| bad_request(format!("body of {op} does not fit: {error}")))
+}
+
+/// A reply body as a MessagePack value with named fields (as every frame has).
+fn value<T: Serialize>(reply: &T) -> OpResult {
+    let encoded = rmp_serde::to_vec_named(reply)
+        .map_err(|error| error.to_string())
+        .and_then(|bytes| {
+            rmpv::decode::read_value(&mut bytes.as_slice()).map_err(|error| error.to_string())
+        });
+    encoded.map_err(|error| {
+        tracing::error!(error = %error, "cannot encode a reply body");
+        ErrorBody::new(ErrorCode::Unavailable, "cannot encode the reply")
+    })
+}
+
+fn empty() -> OpResult {
+    Ok(rmpv::Value::Map(Vec::new()))
+}
+
+/// Maps an entity's refusal to a client error.
+fn refusal(error: UserError) -> ErrorBody {
+    match error {
+        UserError::NoSuchAccount => ErrorBody::new(ErrorCode::KeyInvalid, "no such account"),
+        UserError::AccountExists => {
+            ErrorBody::new(ErrorCode::AccountExists, "this username is taken")
+        }
+        UserError::LockedOut { retry_after_ms } => ErrorBody {
+            retry_after_ms: Some(retry_after_ms),
+            ..ErrorBody::new(
+                ErrorCode::LockedOut,
+                "too many failed logins for this account",
+            )
+        },
+        UserError::KeyInvalid => ErrorBody::new(ErrorCode::KeyInvalid, "the key is not valid"),
+        UserError::KeyExpired => {
+            ErrorBody::new(ErrorCode::KeyExpired, "the key expired; log in again")
+        }
+        UserError::KeyRevoked => {
+            ErrorBody::new(ErrorCode::KeyRevoked, "the key or its session was revoked")
+        }
+        UserError::NotFriends { accounts } => ErrorBody {
+            accounts,
+            ..ErrorBody::new(ErrorCode::NotFriends, "not friends of this account")
+        },
+        UserError::TooMany { what, limit } => ErrorBody::new(
+            ErrorCode::TooMany,
+            format!("too many {what}; the limit is {limit}"),
+        ),
+        UserError::Invalid { reason } => ErrorBody::new(ErrorCode::Invalid, reason),
+    }
+}
+
+fn unexpected(reply: &UserReply) -> ErrorBody {
+    tracing::error!(reply = ?reply, "unexpected reply from a user entity");
+    ErrorBody::new(ErrorCode::Unavailable, "unexpected answer from the service")
+}
+
+/// Handles one binary frame and returns the encoded reply.
+pub async fn handle_frame(edge: &Edge, context: &ConnectionContext, bytes: &[u8]) -> FrameReply {
+    let (id_opt, result) = match rmp_serde::from_slice::<ClientFrame>(bytes) {
+        Ok(ClientFrame { id, op, key, body }) => (
+            Some(id),
+            dispatch(edge, context, &op, key.as_deref(), body).await,
+        ),
+        Err(error) => (
+            id_of(bytes),
+            Err(ErrorBody::new(
+                ErrorCode::BadFrame,
+                format!("not a {{id, op, key, body}} MessagePack map: {error}"),
+            )),
+        ),
+    };
+    FrameReply {
+        is_error: result.is_err(),
+        frame: crate::edge::connection::encode_reply(id_opt, result),
+    }
+}
+
+/// The id of a frame whose other parts do not decode, so the error can name it.
+fn id_of(bytes: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: u64,
+    }
+    rmp_serde::from_slice::<IdOnly>(bytes)
+        .ok()
+        .map(|frame| frame.id)
+}
+
+async fn dispatch(
+    edge: &Edge,
+    context: &ConnectionContext,
+    op: &str,
+    key_opt: Option<&str>,
+    body_value: rmpv::Value,
+) -> OpResult {
+    if op == "hello" {
+        return hello(edge, context, body(op, body_value)?);
+    }
+    if context.version.get().is_none() {
+        return Err(ErrorBody::new(
+            ErrorCode::HelloRequired,
+            "send hello with the protocol versions you speak first",
+        ));
+    }
+    match op {
+        "account.register" => register(edge, body(op, body_value)?).await,
+        "session.login" => login(edge, context, body(op, body_value)?).await,
+        _ => {
+            let key = authenticate(key_opt)?;
+            authed(edge, context, op, &key, body_value).await
+        }
+    }
+}
+
+fn authenticate(key_opt: Option<&str>) -> Result<ParsedKey, ErrorBody> {
+    let text = key_opt.ok_or_else(|| {
+        ErrorBody::new(
+            ErrorCode::Unauthenticated,
+            "this operation needs the key from session.login",
+        )
+    })?;
+    auth::parse_key(text)
+        .ok_or_else(|| ErrorBody::new(ErrorCode::KeyInvalid, "the key is not valid"))
+}
+
+fn hello(edge: &Edge, context: &ConnectionContext, request: HelloRequest) -> OpResult {
+    let Some(version) = SUPPORTED_VERSIONS
+        .iter()
+        .copied()
+        .filter(|version| request.versions.contains(version))
+        .max()
+    else {
+        return Err(ErrorBody::new(
+            ErrorCode::UnsupportedVersion,
+            format!("this server speaks protocol versions {SUPPORTED_VERSIONS:?}"),
+        ));
+    };
+    if context.version.set(version).is_err() && context.version.get() != Some(&version) {
+        return Err(bad_request(
+            "hello was already answered with another version",
+        ));
+    }
+    value(&HelloReply {
+        version,
+        node_id: edge.deps.node_id.to_string(),
+        max_frame_bytes: edge.limits.max_frame_bytes,
+        idle_timeout_ms: u64::try_from(edge.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+fn check_password(password: &str) -> Result<(), ErrorBody> {
+    if (8..=256).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(bad_request("passwords are 8 to 256 bytes long"))
+    }
+}
+
+async fn register(edge: &Edge, request: RegisterRequest) -> OpResult {
+    let account = auth::validate_username(&request.username).map_err(bad_request)?;
+    check_password(&request.password)?;
+    let n_chars = request.display_name.chars().count();
+    if !(1..=64).contains(&n_chars) || request.display_name.chars().any(char::is_control) {
+        return Err(bad_request(
+            "display_name is 1 to 64 characters without control characters",
+        ));
+    }
+    let password_hash = auth::hash_password(request.password, edge.limits.password_cost)
+        .await
+        .map_err(|error| {
+            tracing::error!(error = %error, "password hashing failed");
+            ErrorBody::new(ErrorCode::Unavailable, "cannot hash the password now")
+        })?;
+    let user_request = UserRequest::Register {
+        display_name: request.display_name,
+        password_hash,
+    };
+    match edge.ask_user(&account, &user_request, None).await? {
+        UserReply::Done => value(&RegisterReply { account }),
+        UserReply::Refused(error) => Err(refusal(error)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn login_failed() -> ErrorBody {
+    ErrorBody::new(ErrorCode::LoginFailed, "wrong username or password")
+}
+
+async fn login(edge: &Edge, context: &ConnectionContext, request: LoginRequest) -> OpResult {
+    if let Some(peer_ip) = context.peer_ip_opt
+        && let Err(wait) = edge
+            .address_limiter
+            .try_acquire(peer_ip, std::time::Instant::now())
+    {
+        edge.deps.metrics.login_failures.inc();
+        return Err(ErrorBody {
+            retry_after_ms: Some(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),
+            ..ErrorBody::new(ErrorCode::RateLimited, "too many logins from this address")
+        });
+    }
+    let device_ok = (1..=64).contains(&request.device.len())
+        && request.device.chars().all(|c| c.is_ascii_graphic());
+    if !device_ok {
+        return Err(bad_request("device is 1 to 64 printable ASCII characters"));
+    }
+    let Ok(account) = auth::validate_username(&request.username) else {
+        edge.deps.metrics.login_failures.inc();
+        return Err(login_failed());
+    };
+    let limit = edge.limits.login_limit;
+    let phc_opt = match edge
+        .ask_user(&account, &UserRequest::Credential { limit }, None)
+        .await?
+    {
+        UserReply::Credential { password_hash } => Some(password_hash),
+        UserReply::Refused(UserError::NoSuchAccount) => None,
+        UserReply::Refused(error) => {
+            edge.deps.metrics.login_failures.inc();
+            return Err(refusal(error));
+        }
+        other => return Err(unexpected(&other)),
+    };
+    let exists = phc_opt.is_some();
+    let phc = phc_opt.unwrap_or_else(|| edge.dummy_hash.clone());
+    let verified = auth::verify_password(request.password, phc)
+        .await
+        .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "cannot verify the password now"))?;
+    if !(verified && exists) {
+        edge.deps.metrics.login_failures.inc();
+        if exists {
+            edge.ask_user(&account, &UserRequest::LoginFailed { limit }, None)
+                .await?;
+        }
+        return Err(login_failed());
+    }
+    let new_session_id = Uuid::new_v4().simple().to_string();
+    let issued = auth::issue_key(&account, &new_session_id)
+        .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "no randomness for a key"))?;
+    let expires_at_ms = now_unix_ms()
+        .saturating_add(u64::try_from(edge.limits.key_ttl.as_millis()).unwrap_or(u64::MAX));
+    let opening = SessionOpening {
+        new_session_id: new_session_id.clone(),
+        device: request.device,
+        node_id: edge.deps.node_id.to_string(),
+        mode: match request.mode {
+            Mode::Client => SessionMode::Client,
+            Mode::Widget => SessionMode::Widget,
+        },
+        key: KeyRecord {
+            hash: issued.secret_hash,
+            expires_at_unix_ms: expires_at_ms,
+        },
+    };
+    let snapshot = match edge
+        .ask_user(&account, &UserRequest::OpenSession(opening), None)
+        .await?
+    {
+        UserReply::Session(snapshot) => snapshot,
+        UserReply::Refused(error) => return Err(refusal(error)),
+        other => return Err(unexpected(&other)),
+    };
+    // A reused session has its own id: the key must name it.
+    let key_text = if snapshot.session_id == new_session_id {
+        issued.text
+    } else {
+        issued.text.replacen(
+            &format!(":{new_session_id}:"),
+            &format!(":{}:", snapshot.session_id),
+            1,
+        )
+    };
+    attach(edge, context, &account, &snapshot.session_id);
+    value(&session_reply(
+        &account,
+        snapshot,
+        Some((key_text, expires_at_ms)),
+    ))
+}
+
+fn attach(edge: &Edge, context: &ConnectionContext, account: &str, session_id: &str) {
+    let mut attached = context.attached();
+    if attached
+        .iter()
+        .any(|(id, address)| id == session_id && address.connected())
+    {
+        return;
+    }
+    let address = edge.registry.attach(
+        session_id,
+        account,
+        context.link.clone(),
+        edge.limits.session_timing,
+        &edge.on_detached,
+    );
+    attached.retain(|(id, _)| id != session_id);
+    attached.push((session_id.to_owned(), address));
+}
+
+fn wire_widget(entries: Vec<WidgetEntry>) -> Vec<WireWidgetEntry> {
+    entries
+        .into_iter()
+        .map(|entry| WireWidgetEntry {
+            hint: entry.hint_opt.map(|hint| wire_hint(&entry.account, &hint)),
+            account: entry.account,
+            display_name: entry.display_name,
+        })
+        .collect()
+}
+
+fn session_reply(
+    account: &str,
+    snapshot: SessionSnapshot,
+    key_opt: Option<(String, u64)>,
+) -> SessionReply {
+    let (key, expires_at_ms) = key_opt.unzip();
+    SessionReply {
+        account: account.to_owned(),
+        display_name: snapshot.display_name,
+        session: snapshot.session_id,
+        key,
+        expires_at_ms,
+        reused: snapshot.reused,
+        status: wire_status(snapshot.status),
+        widget: wire_widget(snapshot.widget),
+        unread: snapshot
+            .unread
+            .iter()
+            .map(|(from, hint)| wire_hint(from, hint))
+            .collect(),
+        requests_in: snapshot
+            .requests_in
+            .into_iter()
+            .map(|(from, request)| WireRequest {
+                from,
+                display_name: request.display_name,
+                note: request.note,
+                at_ms: request.at_unix_ms,
+            })
+            .collect(),
+    }
+}
+
+fn check_account(account: &str) -> Result<String, ErrorBody> {
+    auth::validate_username(account).map_err(bad_request)
+}
+
+fn check_accounts(accounts: &[String], limit: usize, what: &str) -> Result<(), ErrorBody> {
+    if accounts.len() > limit {
+        return Err(ErrorBody::new(
+            ErrorCode::TooMany,
+            format!("too many {what}; the limit is {limit}"),
+        ));
+    }
+    accounts
+        .iter()
+        .try_for_each(|account| check_account(account).map(drop))
+}
+
+/// Asks the key's account to do `op` on behalf of the key's session.
+async fn ask_session(
+    edge: &Edge,
+    key: &ParsedKey,
+    op: SessionOp,
+    msg_id_opt: Option<Uuid>,
+) -> Result<UserReply, ErrorBody> {
+    let request = UserRequest::Authed {
+        auth: SessionAuth {
+            session_id: key.session_id.clone(),
+            key_hash: key.secret_hash.clone(),
+        },
+        op,
+    };
+    match edge.ask_user(&key.account, &request, msg_id_opt).await? {
+        UserReply::Refused(error) => Err(refusal(error)),
+        reply => Ok(reply),
+    }
+}
+
+async fn ask_done(edge: &Edge, key: &ParsedKey, op: SessionOp) -> OpResult {
+    match ask_session(edge, key, op, None).await? {
+        UserReply::Done => empty(),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn authed(
+    edge: &Edge,
+    context: &ConnectionContext,
+    op: &str,
+    key: &ParsedKey,
+    body_value: rmpv::Value,
+) -> OpResult {
+    match op {
+        "session.resume" => {
+            let resume = SessionOp::Resume {
+                node_id: edge.deps.node_id.to_string(),
+            };
+            match ask_session(edge, key, resume, None).await? {
+                UserReply::Session(snapshot) => {
+                    attach(edge, context, &key.account, &key.session_id);
+                    value(&session_reply(&key.account, snapshot, None))
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        "session.refresh" => {
+            let issued = auth::issue_key(&key.account, &key.session_id)
+                .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "no randomness for a key"))?;
+            let expires_at_ms = now_unix_ms()
+                .saturating_add(u64::try_from(edge.limits.key_ttl.as_millis()).unwrap_or(u64::MAX));
+            let new_key = KeyRecord {
+                hash: issued.secret_hash,
+                expires_at_unix_ms: expires_at_ms,
+            };
+            ask_done(edge, key, SessionOp::RefreshKey { new_key }).await?;
+            value(&KeyReply {
+                key: issued.text,
+                expires_at_ms,
+            })
+        }
+        "session.logout" => ask_done(edge, key, SessionOp::Logout).await,
+        "session.revoke" => {
+            let request: RevokeRequest = body(op, body_value)?;
+            ask_done(
+                edge,
+                key,
+                SessionOp::RevokeSession {
+                    session_id: request.session,
+                },
+            )
+            .await
+        }
+        "contacts.list" => match ask_session(edge, key, SessionOp::Contacts, None).await? {
+            UserReply::Contacts(list) => value(&ContactsReply {
+                friends: list
+                    .friends
+                    .into_iter()
+                    .map(|(account, friend)| WireFriend {
+                        account,
+                        display_name: friend.display_name,
+                        since_ms: friend.since_unix_ms,
+                    })
+                    .collect(),
+                groups: list
+                    .groups
+                    .into_iter()
+                    .map(|(name, members)| (name, members.into_iter().collect()))
+                    .collect(),
+                requests_in: list
+                    .requests_in
+                    .into_iter()
+                    .map(|(from, request)| WireRequest {
+                        from,
+                        display_name: request.display_name,
+                        note: request.note,
+                        at_ms: request.at_unix_ms,
+                    })
+                    .collect(),
+                requests_out: list
+                    .requests_out
+                    .into_iter()
+                    .map(|(to, at_ms)| WireOutgoingRequest { to, at_ms })
+                    .collect(),
+            }),
+            other => Err(unexpected(&other)),
+        },
+        "friend.request" => {
+            let request: FriendRequestRequest = body(op, body_value)?;
+            let to = check_account(&request.to)?;
+            if request.note.len() > MAX_NOTE_BYTES {
+                return Err(bad_request(format!(
+                    "note is at most {MAX_NOTE_BYTES} bytes"
+                )));
+            }
+            ask_done(
+                edge,
+                key,
+                SessionOp::RequestFriend {
+                    to,
+                    note: request.note,
+                },
+            )
+            .await
+        }
+        "friend.answer" => {
+            let request: FriendAnswerRequest = body(op, body_value)?;
+            ask_done(
+                edge,
+                key,
+                SessionOp::AnswerRequest {
+                    from: check_account(&request.from)?,
+                    accept: request.accept,
+                },
+            )
+            .await
+        }
+        "friend.remove" => {
+            let request: FriendRemoveRequest = body(op, body_value)?;
+            ask_done(
+                edge,
+                key,
+                SessionOp::RemoveFriend {
+                    account: check_account(&request.account)?,
+                },
+            )
+            .await
+        }
+        "group.set" => {
+            let request: GroupSetRequest = body(op, body_value)?;
+            if !(1..=64).contains(&request.name.chars().count()) {
+                return Err(bad_request("group names are 1 to 64 characters"));
+            }
+            check_accounts(
+                &request.members,
+                lanmesh_actors::model::user::MAX_FRIENDS,
+                "members",
+            )?;
+            ask_done(
+                edge,
+                key,
+                SessionOp::SetGroup {
+                    name: request.name,
+                    members: request.members.into_iter().collect(),
+                },
+            )
+            .await
+        }
+        "group.delete" => {
+            let request: GroupDeleteRequest = body(op, body_value)?;
+            ask_done(edge, key, SessionOp::DeleteGroup { name: request.name }).await
+        }
+        "presence.set" => {
+            let request: PresenceSetRequest = body(op, body_value)?;
+            let status = match request.status {
+                WireStatus::Online => Status::Online,
+                WireStatus::Away => Status::Away,
+                WireStatus::Busy => Status::Busy,
+                WireStatus::Invisible => Status::Invisible,
+                WireStatus::Offline => {
+                    return Err(bad_request(
+                        "to go offline, log out or close the connection",
+                    ));
+                }
+            };
+            ask_done(edge, key, SessionOp::SetStatus { status }).await
+        }
+        "widget.set" => {
+            let request: WidgetSetRequest = body(op, body_value)?;
+            check_accounts(
+                &request.contacts,
+                lanmesh_actors::model::user::MAX_WIDGET_CONTACTS,
+                "widget contacts",
+            )?;
+            match ask_session(
+                edge,
+                key,
+                SessionOp::SetWidget {
+                    contacts: request.contacts,
+                },
+                None,
+            )
+            .await?
+            {
+                UserReply::Widget(entries) => value(&WidgetReply {
+                    contacts: wire_widget(entries),
+                }),
+                other => Err(unexpected(&other)),
+            }
+        }
+        "message.send" => send_message(edge, key, body(op, body_value)?).await,
+        "message.history" => {
+            let request: MessageHistoryRequest = body(op, body_value)?;
+            let limit = request.limit.unwrap_or(50);
+            if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+                return Err(bad_request(format!("limit is 1 to {MAX_HISTORY_PAGE}")));
+            }
+            let with = check_account(&request.with)?;
+            ask_done(edge, key, SessionOp::CheckFriend { with: with.clone() }).await?;
+            let page = PageRequest {
+                limit,
+                cursor_opt: request.cursor.map(PageCursor::from_string),
+            };
+            history(edge, &key.account, &with, page).await
+        }
+        "message.read" => {
+            let request: MessageReadRequest = body(op, body_value)?;
+            ask_done(
+                edge,
+                key,
+                SessionOp::MarkRead {
+                    with: check_account(&request.with)?,
+                    up_to_message_id: request.up_to_message_id,
+                },
+            )
+            .await
+        }
+        "conversation.open" => {
+            let request: ConversationOpenRequest = body(op, body_value)?;
+            let with = check_account(&request.with)?;
+            ask_done(edge, key, SessionOp::CheckFriend { with: with.clone() }).await?;
+            let page = PageRequest::first(OPEN_CONVERSATION_PAGE);
+            let (messages, _) = load_history(edge, &key.account, &with, page).await?;
+            let call_id = match request.kind {
+                ConversationKind::Text => None,
+                kind => {
+                    let call_id = Uuid::new_v4().simple().to_string();
+                    ask_done(
+                        edge,
+                        key,
+                        SessionOp::Signal {
+                            to: with,
+                            call_id: call_id.clone(),
+                            kind: kind.as_str().to_owned(),
+                            signal: b"invite".to_vec(),
+                        },
+                    )
+                    .await?;
+                    Some(call_id)
+                }
+            };
+            value(&ConversationOpenReply {
+                kind: request.kind,
+                messages,
+                call_id,
+            })
+        }
+        "call.signal" => {
+            let request: CallSignalRequest = body(op, body_value)?;
+            if request.signal.len() > MAX_SIGNAL_BYTES || request.kind == ConversationKind::Text {
+                return Err(bad_request(format!(
+                    "signals are voice or video and at most {MAX_SIGNAL_BYTES} bytes"
+                )));
+            }
+            if request.call_id.is_empty() || request.call_id.len() > 64 {
+                return Err(bad_request("call_id is 1 to 64 characters"));
+            }
+            ask_done(
+                edge,
+                key,
+                SessionOp::Signal {
+                    to: check_account(&request.to)?,
+                    call_id: request.call_id,
+                    kind: request.kind.as_str().to_owned(),
+                    signal: request.signal,
+                },
+            )
+            .await
+        }
+        "friends.share" => {
+            let request: FriendsShareRequest = body(op, body_value)?;
+            let max = edge.limits.max_shared_friends;
+            check_accounts(&request.friends, max, "shared friends")?;
+            if request.groups.len() > lanmesh_actors::model::user::MAX_GROUPS {
+                return Err(bad_request("too many groups"));
+            }
+            match ask_session(
+                edge,
+                key,
+                SessionOp::ShareFriends {
+                    to: check_account(&request.to)?,
+                    friends: request.friends,
+                    groups: request.groups,
+                    max_suggestions: max,
+                },
+                None,
+            )
+            .await?
+            {
+                UserReply::Shared { accounts } => value(&FriendsShareReply { accounts }),
+                other => Err(unexpected(&other)),
+            }
+        }
+        "friends.add_many" => {
+            let request: FriendsAddManyRequest = body(op, body_value)?;
+            let max = edge.limits.max_friend_requests_per_batch;
+            check_accounts(&request.accounts, max, "accounts")?;
+            if request.note.len() > MAX_NOTE_BYTES {
+                return Err(bad_request(format!(
+                    "note is at most {MAX_NOTE_BYTES} bytes"
+                )));
+            }
+            let targets = request
+                .accounts
+                .iter()
+                .map(|account| check_account(account))
+                .collect::<Result<Vec<_>, _>>()?;
+            match ask_session(
+                edge,
+                key,
+                SessionOp::RequestFriends {
+                    targets,
+                    note: request.note,
+                    max_targets: max,
+                },
+                None,
+            )
+            .await?
+            {
+                UserReply::RequestsSent { sent, skipped } => {
+                    value(&FriendsAddManyReply { sent, skipped })
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        other => Err(ErrorBody::new(
+            ErrorCode::UnknownOp,
+            format!("no operation {other:?} in protocol version 1"),
+        )),
+    }
+}
+
+async fn send_message(edge: &Edge, key: &ParsedKey, request: MessageSendRequest) -> OpResult {
+    let to = check_account(&request.to)?;
+    let message_id = Uuid::parse_str(&request.message_id)
+        .map_err(|_| bad_request("message_id must be a UUID chosen by the client"))?;
+    if request.text.is_empty() || request.text.len() > edge.limits.max_message_bytes {
+        return Err(bad_request(format!(
+            "text is 1 to {} bytes",
+            edge.limits.max_message_bytes
+        )));
+    }
+    let sent_at_ms = now_unix_ms();
+    let op = SessionOp::SendMessage {
+        to: to.clone(),
+        message_id: message_id.to_string(),
+        text: request.text.clone(),
+        sent_at_unix_ms: sent_at_ms,
+    };
+    // The message id is the request's id: a resend is recognised and delivered once.
+    match ask_session(edge, key, op, Some(message_id)).await? {
+        UserReply::Done => {}
+        other => return Err(unexpected(&other)),
+    }
+    let stored = ChatMessage {
+        message_id,
+        sender: key.account.clone(),
+        recipient: to,
+        text: request.text,
+        sent_at_unix_ms: i64::try_from(sent_at_ms).unwrap_or(i64::MAX),
+    };
+    match edge.deps.messages.append(vec![stored]).await {
+        Ok(()) => value(&MessageSendReply {
+            message_id: message_id.to_string(),
+            sent_at_ms,
+        }),
+        Err(StoreError::MessageIdReused { .. }) => Err(ErrorBody::new(
+            ErrorCode::MessageIdReused,
+            "this message_id was already used for a different message",
+        )),
+        Err(error) => {
+            tracing::warn!(error = %error, "message not stored");
+            Err(ErrorBody::new(
+                ErrorCode::Unavailable,
+                "the message could not be stored; resending it is safe",
+            ))
+        }
+    }
+}
+
+async fn load_history(
+    edge: &Edge,
+    account: &str,
+    with: &str,
+    page: PageRequest,
+) -> Result<(Vec<WireMessage>, Option<String>), ErrorBody> {
+    let page = edge
+        .deps
+        .messages
+        .conversation(account, with, page)
+        .await
+        .map_err(|error| match error {
+            StoreError::InvalidCursor { .. } => bad_request("cursor is not valid"),
+            other => {
+                tracing::warn!(error = %other, "history not read");
+                ErrorBody::new(ErrorCode::Unavailable, "history cannot be read now")
+            }
+        })?;
+    let messages = page
+        .items
+        .into_iter()
+        .map(|message| WireMessage {
+            message_id: message.message_id.to_string(),
+            from: message.sender,
+            to: message.recipient,
+            text: message.text,
+            sent_at_ms: u64::try_from(message.sent_at_unix_ms).unwrap_or(0),
+        })
+        .collect();
+    Ok((
+        messages,
+        page.next_cursor_opt
+            .map(|cursor| cursor.as_str().to_owned()),
+    ))
+}
+
+async fn history(edge: &Edge, account: &str, with: &str, page: PageRequest) -> OpResult {
+    let (messages, next_cursor) = load_history(edge, account, with, page).await?;
+    value(&MessageHistoryReply {
+        messages,
+        next_cursor,
+    })
+}
