@@ -675,6 +675,32 @@ mod tests {
             &["log.format = \"xml\"", "must be human or json"],
         );
         check_error(&[("LANMESH__HTTP__LISTN", "x")], &["unknown field `listn`"]);
+        check_error(
+            &[("LANMESH__EDGE__MAX_FRAME_BYTES", "100")],
+            &[
+                "edge.max_frame_bytes = \"100\"",
+                "between 1024 and 16777216",
+            ],
+        );
+        check_error(
+            &[("LANMESH__EDGE__MAX_MESSAGE_BYTES", "5000")],
+            &["edge.max_message_bytes", "between 1 and 4096"],
+        );
+        check_error(
+            &[
+                ("LANMESH__EDGE__IDLE_TIMEOUT_MS", "5000"),
+                ("LANMESH__EDGE__PING_INTERVAL_MS", "6000"),
+            ],
+            &["edge.ping_interval_ms", "between 100 and 5000"],
+        );
+        check_error(
+            &[("LANMESH__AUTH__ARGON2_ITERATIONS", "0")],
+            &["auth.argon2_iterations"],
+        );
+        check_error(
+            &[("LANMESH__AUTH__MAX_FAILED_LOGINS", "0")],
+            &["auth.max_failed_logins"],
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lanmesh::load::bus::{BusBenchReport, BusBenchSettings};
 use lanmesh::load::entities::{EntityBenchReport, EntityBenchSettings};
+use lanmesh::load::presence::{PresenceBenchReport, PresenceBenchSettings};
 use lanmesh::load::{LatencyMeasurement, Measurement};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -87,6 +88,39 @@ enum Scenario {
         #[arg(long)]
         node_bin: Option<PathBuf>,
     },
+    /// Presence fan-out (status change → widget push) and memory per idle session, through
+    /// one spawned node with every session on its own WebSocket, against raw lapin
+    /// request/reply on the same broker.
+    Presence {
+        /// RabbitMQ URL.
+        #[arg(
+            long,
+            env = "LANMESH_LOAD_AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        amqp_url: String,
+        /// Shards of the spawned node.
+        #[arg(long, default_value_t = 64)]
+        n_shards: u16,
+        /// Connected sessions (one account and one connection each).
+        #[arg(long, default_value_t = 10_000)]
+        sessions: usize,
+        /// Accounts whose status changes; every other account's widget watches one of them.
+        #[arg(long, default_value_t = 100)]
+        publishers: usize,
+        /// Status changes per second over all publishers.
+        #[arg(long, default_value_t = 20)]
+        changes_per_second: u32,
+        /// Seconds of changes.
+        #[arg(long, default_value_t = 30)]
+        duration_secs: u64,
+        /// The node's `edge.presence_coalesce_ms`.
+        #[arg(long, default_value_t = 50)]
+        coalesce_ms: u64,
+        /// The `lanmesh-node` executable to spawn; default: beside this one.
+        #[arg(long)]
+        node_bin: Option<PathBuf>,
+    },
 }
 
 /// One row of a throughput table.
@@ -143,6 +177,32 @@ fn print_entities(report: &EntityBenchReport) {
     print_latency(&report.entity);
     print_latency(&report.raw_lapin);
     print_ratio("entity / raw", report.ratio, "raw lapin throughput");
+}
+
+fn print_presence(report: &PresenceBenchReport) {
+    println!(
+        "{} sessions on one node: {} publishers, {} watching widgets each; {} changes, {} pushes due",
+        report.n_sessions,
+        report.n_publishers,
+        report.n_watchers_per_publisher,
+        report.n_changes,
+        report.n_pushes_expected
+    );
+    println!(
+        "{:<26} {:>10} {:>7} {:>8} {:>10} {:>9} {:>9} {:>9}",
+        "", "received", "missing", "seconds", "per s", "p50 ms", "p99 ms", "max ms"
+    );
+    print_latency(&report.fan_out);
+    print_latency(&report.raw_lapin);
+    let memory = &report.memory;
+    println!(
+        "node memory (RSS): settled {} KiB, accounts registered {} KiB, sessions connected {} KiB",
+        memory.settled_kib, memory.accounts_registered_kib, memory.sessions_connected_kib
+    );
+    println!(
+        "per idle connected session {:.1} KiB; per live account entity {:.1} KiB",
+        memory.per_idle_session_kib, memory.per_live_account_kib
+    );
 }
 
 fn print_report<T: serde::Serialize>(
@@ -214,6 +274,29 @@ fn main() -> anyhow::Result<()> {
             };
             let report = runtime.block_on(lanmesh::load::entities::run(&settings))?;
             print_report(&report, arguments.json, print_entities)?;
+        }
+        Scenario::Presence {
+            amqp_url,
+            n_shards,
+            sessions,
+            publishers,
+            changes_per_second,
+            duration_secs,
+            coalesce_ms,
+            node_bin,
+        } => {
+            let settings = PresenceBenchSettings {
+                amqp_url,
+                n_shards,
+                n_sessions: sessions,
+                n_publishers: publishers,
+                changes_per_second,
+                duration: Duration::from_secs(duration_secs),
+                coalesce_ms,
+                node_binary_opt: node_bin,
+            };
+            let report = runtime.block_on(lanmesh::load::presence::run(&settings))?;
+            print_report(&report, arguments.json, print_presence)?;
         }
     }
     Ok(())

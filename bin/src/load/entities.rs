@@ -17,15 +17,13 @@
 //! the same duration (or number of requests). Latency is from sending a request to receiving
 //! its reply.
 
-use crate::load::LatencyMeasurement;
-use crate::load::local_cluster::{
-    ClusterSpec, LocalCluster, LocalClusterSettings, node_binary_beside_current_exe,
-};
+use crate::load::local_cluster::ClusterSpec;
 use crate::load::probe_client::{ProbeClient, ProbeClientSettings};
 use crate::load::raw_lapin::{
     PERSISTENT, TRANSIENT, confirm_channel, consume_with_prefetch, declare_quorum_queue,
     ensure_acked, publish_mandatory, unique_queue_name,
 };
+use crate::load::{LatencyMeasurement, spawn_local_cluster, stop_spawned};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use lanmesh_actors::entities::probe::{self, ProbeRequest};
@@ -50,8 +48,6 @@ use tokio::time::Instant;
 
 /// How long spawned nodes may take to settle.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a spawned node may take to stop after SIGTERM.
-const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Entity requests: resend after 5 s without a reply (same `msg_id`), give up after 60 s.
 const ENTITY_REQUEST_POLICY: RequestPolicy = RequestPolicy {
     attempt_timeout: Duration::from_secs(5),
@@ -131,7 +127,13 @@ pub async fn run(settings: &EntityBenchSettings) -> anyhow::Result<EntityBenchRe
     };
     let mut cluster_opt = None;
     if settings.spawn_nodes > 0 {
-        cluster_opt = Some(spawn_cluster(settings, &cluster_name)?);
+        cluster_opt = Some(spawn_local_cluster(
+            &settings.amqp_url,
+            &cluster_name,
+            ClusterSpec::new(settings.n_shards),
+            settings.spawn_nodes,
+            settings.node_binary_opt.as_deref(),
+        )?);
     }
     let measured = async {
         if let Some(cluster) = &mut cluster_opt {
@@ -144,12 +146,7 @@ pub async fn run(settings: &EntityBenchSettings) -> anyhow::Result<EntityBenchRe
     }
     .await;
     if let Some(cluster) = cluster_opt {
-        let directory = cluster.directory().to_path_buf();
-        let stopped = stop_spawned(cluster, measured.is_err()).await;
-        if measured.is_err() {
-            tracing::error!(logs = %directory.display(), "run failed; node logs kept");
-        }
-        stopped?;
+        stop_spawned(cluster, measured.is_err()).await?;
     }
     let (entity, raw_lapin) = measured?;
     Ok(EntityBenchReport {
@@ -162,47 +159,6 @@ pub async fn run(settings: &EntityBenchSettings) -> anyhow::Result<EntityBenchRe
         entity,
         raw_lapin,
     })
-}
-
-/// Starts `settings.spawn_nodes` nodes of cluster `cluster_name` in a new temporary directory,
-/// without waiting for them.
-fn spawn_cluster(
-    settings: &EntityBenchSettings,
-    cluster_name: &str,
-) -> anyhow::Result<LocalCluster> {
-    let node_binary = match &settings.node_binary_opt {
-        Some(path) => path.clone(),
-        None => node_binary_beside_current_exe()?,
-    };
-    let directory =
-        std::env::temp_dir().join(format!("lanmesh-load-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&directory)
-        .with_context(|| format!("creating {}", directory.display()))?;
-    LocalCluster::start(
-        LocalClusterSettings {
-            amqp_url: settings.amqp_url.clone(),
-            cluster_name: cluster_name.to_owned(),
-            node_binary,
-            directory,
-            node_id_prefix: "load-node".to_owned(),
-            spec: ClusterSpec::new(settings.n_shards),
-        },
-        settings.spawn_nodes,
-    )
-}
-
-/// Stops the spawned nodes with SIGTERM, deletes the cluster's broker topology and, when
-/// `keep_logs` is false and all went well, the temporary directory.
-async fn stop_spawned(mut cluster: LocalCluster, keep_logs: bool) -> anyhow::Result<()> {
-    cluster.stop(NODE_STOP_TIMEOUT).await?;
-    let directory = cluster.directory().to_path_buf();
-    if keep_logs {
-        tracing::info!(directory = %directory.display(), "node logs kept");
-    } else {
-        std::fs::remove_dir_all(&directory)
-            .with_context(|| format!("removing {}", directory.display()))?;
-    }
-    Ok(())
 }
 
 /// When the workers stop: after a number of requests, or at a deadline.
@@ -409,7 +365,10 @@ async fn respond(reply_channel: &Channel, request: LapinDelivery) -> anyhow::Res
     Ok(())
 }
 
-async fn raw_round(settings: &EntityBenchSettings) -> anyhow::Result<LatencyMeasurement> {
+/// Raw lapin request/reply on the broker of `settings`: the baseline of entity round trips.
+pub(crate) async fn raw_round(
+    settings: &EntityBenchSettings,
+) -> anyhow::Result<LatencyMeasurement> {
     let connect = || Connection::connect(&settings.amqp_url, ConnectionProperties::default());
     let request_queue = unique_queue_name("request-reply");
 

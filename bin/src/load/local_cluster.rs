@@ -36,6 +36,9 @@ pub struct ClusterSpec {
     pub passivate_after_idle_ms_opt: Option<u64>,
     /// `log.filter` (node default `info`).
     pub log_filter_opt: Option<String>,
+    /// More `LANMESH__…` variables for every node (e.g. `LANMESH__AUTH__KEY_TTL_MS`), set after
+    /// the ones above, so they override them.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl ClusterSpec {
@@ -48,11 +51,12 @@ impl ClusterSpec {
             handoff_timeout_ms_opt: None,
             passivate_after_idle_ms_opt: None,
             log_filter_opt: None,
+            extra_env: Vec::new(),
         }
     }
 
     /// The `LANMESH__…` variables this spec sets.
-    fn node_env(&self) -> Vec<(&'static str, String)> {
+    fn node_env(&self) -> Vec<(&str, String)> {
         let optional = [
             (
                 "LANMESH__CLUSTER__HEARTBEAT_INTERVAL_MS",
@@ -79,6 +83,11 @@ impl ClusterSpec {
             optional
                 .into_iter()
                 .filter_map(|(key, value_opt)| Some((key, value_opt?))),
+        );
+        env.extend(
+            self.extra_env
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.clone())),
         );
         env
     }
@@ -110,6 +119,13 @@ pub struct ClusterNode {
     pub http_address: String,
     process: NodeProcess,
     running: bool,
+}
+
+impl ClusterNode {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
 }
 
 /// What one running node reports about the cluster.
@@ -564,6 +580,16 @@ mod tests {
                 ("LANMESH__CLUSTER__N_SHARDS", "64"),
                 ("LANMESH__CLUSTER__MISSED_HEARTBEATS", "5"),
                 ("LANMESH__LOG__FILTER", "debug"),
+            ],
+        );
+        check(
+            &ClusterSpec {
+                extra_env: vec![("LANMESH__AUTH__KEY_TTL_MS".to_owned(), "1500".to_owned())],
+                ..ClusterSpec::new(8)
+            },
+            &[
+                ("LANMESH__CLUSTER__N_SHARDS", "8"),
+                ("LANMESH__AUTH__KEY_TTL_MS", "1500"),
             ],
         );
     }

@@ -3,7 +3,8 @@
 //!
 //! Besides the scenarios, the pieces that drive real nodes from outside: [`node_process`],
 //! [`local_cluster`], [`probe_client`], [`http_client`] and [`metrics_text`]. The integration
-//! suite (`lanmesh-tests`) is built on them too.
+//! suite (`lanmesh-tests`) is built on them too. [`ws_client`] speaks the client protocol on
+//! a node's `/ws`.
 
 pub mod bus;
 pub mod entities;
@@ -11,9 +12,12 @@ pub mod http_client;
 pub mod local_cluster;
 pub mod metrics_text;
 pub mod node_process;
+pub mod presence;
 pub mod probe_client;
 pub mod raw_lapin;
+pub mod ws_client;
 
+use anyhow::Context;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -156,4 +160,54 @@ mod tests {
         assert!((measurement.p50_ms - 20.0).abs() < 1e-9);
         assert!((measurement.max_ms - 30.0).abs() < 1e-9);
     }
+}
+
+/// How long a spawned node may take to stop after SIGTERM.
+const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts `n_nodes` nodes of cluster `cluster_name` configured by `spec` in a new temporary
+/// directory (logs and the shared SQLite file), without waiting for them.
+pub fn spawn_local_cluster(
+    amqp_url: &str,
+    cluster_name: &str,
+    spec: local_cluster::ClusterSpec,
+    n_nodes: usize,
+    node_binary_opt: Option<&std::path::Path>,
+) -> anyhow::Result<local_cluster::LocalCluster> {
+    let node_binary = match node_binary_opt {
+        Some(path) => path.to_path_buf(),
+        None => local_cluster::node_binary_beside_current_exe()?,
+    };
+    let directory =
+        std::env::temp_dir().join(format!("lanmesh-load-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    local_cluster::LocalCluster::start(
+        local_cluster::LocalClusterSettings {
+            amqp_url: amqp_url.to_owned(),
+            cluster_name: cluster_name.to_owned(),
+            node_binary,
+            directory,
+            node_id_prefix: "load-node".to_owned(),
+            spec,
+        },
+        n_nodes,
+    )
+}
+
+/// Stops spawned nodes with SIGTERM and deletes the cluster's broker topology; removes the
+/// temporary directory unless `keep_logs` (a failed run), in which case it says where it is.
+pub async fn stop_spawned(
+    mut cluster: local_cluster::LocalCluster,
+    keep_logs: bool,
+) -> anyhow::Result<()> {
+    cluster.stop(NODE_STOP_TIMEOUT).await?;
+    let directory = cluster.directory().to_path_buf();
+    if keep_logs {
+        tracing::error!(logs = %directory.display(), "run failed; node logs kept");
+    } else {
+        std::fs::remove_dir_all(&directory)
+            .with_context(|| format!("removing {}", directory.display()))?;
+    }
+    Ok(())
 }
