@@ -419,12 +419,9 @@ fn translate(effects: Vec<UserEffect>) -> Result<Effects, HandleError> {
                 session_id,
                 push,
             } => {
-                let Ok(target) = EntityKind::Session.address(session_id) else {
-                    continue;
-                };
                 result.pushes.push(Push {
                     node_id,
-                    target,
+                    session_id,
                     payload: encode(&push)?,
                 });
             }

@@ -49,8 +49,8 @@ pub struct Outgoing {
 pub struct Push {
     /// The node holding the session.
     pub node_id: String,
-    /// The session's address.
-    pub target: EntityAddress,
+    /// The session.
+    pub session_id: String,
     /// The push, MessagePack encoded.
     pub payload: Vec<u8>,
 }

@@ -15,9 +15,12 @@
 use crate::host::behavior::{EntityBehavior, OwnerStamp, Push};
 use crate::host::entity_actor::{Applied, Apply, ApplyError, EntityActor, Passivate};
 use crate::host::metrics::HostMetrics;
+use crate::host::push::{SESSION_PUSHES_ID, SessionPushes};
+use crate::model::entity_kind::EntityKind;
 use actix::{Actor, ArbiterHandle, Recipient};
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
+use lanmesh_bus::codec::{FrameLimits, encode_message};
 use lanmesh_bus::request_reply::{build_reply, reply_options};
 use lanmesh_bus::shard_map::ShardMap;
 use lanmesh_bus::{
@@ -25,7 +28,7 @@ use lanmesh_bus::{
     ShardId, Transport,
 };
 use lanmesh_storage::{AuditEvent, AuditStore, EntityKey, EntityStateStore};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -280,8 +283,8 @@ impl EntityHost {
                 return HandlerOutcome::Retry;
             }
         }
-        for push in applied.pushes {
-            self.push_to_session(request, push).await;
+        if !applied.pushes.is_empty() {
+            self.push_to_sessions(request, applied.pushes).await;
         }
         if let Some(payload) = applied.reply_opt
             && let Some((destination, reply)) =
@@ -300,14 +303,44 @@ impl EntityHost {
         HandlerOutcome::Ack
     }
 
-    /// Sends one push to the node holding a session; a node that is gone drops it.
-    async fn push_to_session(&self, request: &Envelope, push: Push) {
-        let Ok(node_id) = NodeId::new(push.node_id) else {
-            tracing::warn!(from = %request.target, "push names an invalid node id; dropped");
+    /// Sends pushes to the nodes holding their sessions, one message per node and content,
+    /// all at once; a node that is gone drops them.
+    async fn push_to_sessions(&self, request: &Envelope, pushes: Vec<Push>) {
+        let mut groups: BTreeMap<(String, Vec<u8>), Vec<String>> = BTreeMap::new();
+        for push in pushes {
+            groups
+                .entry((push.node_id, push.payload))
+                .or_default()
+                .push(push.session_id);
+        }
+        let sends = groups.into_iter().map(|((node_id, push), session_ids)| {
+            self.push_group(request, node_id, push, session_ids)
+        });
+        futures_util::future::join_all(sends).await;
+    }
+
+    async fn push_group(
+        &self,
+        request: &Envelope,
+        node_id: String,
+        push: Vec<u8>,
+        session_ids: Vec<String>,
+    ) {
+        let dependencies = &self.dependencies;
+        let n_sessions = session_ids.len() as u64;
+        let built = NodeId::new(node_id).ok().and_then(|node_id| {
+            let target =
+                EntityAddress::new(EntityKind::Session.as_str(), SESSION_PUSHES_ID).ok()?;
+            let batch = SessionPushes { session_ids, push };
+            let payload = encode_message(&batch, &FrameLimits::default()).ok()?;
+            Some((node_id, target, payload))
+        });
+        let Some((node_id, target, payload)) = built else {
+            dependencies.metrics.pushes_dropped.inc_by(n_sessions);
+            tracing::warn!(from = %request.target, "push cannot be addressed or encoded; dropped");
             return;
         };
-        let dependencies = &self.dependencies;
-        let mut message = Envelope::new(push.target, dependencies.node_id.clone(), push.payload);
+        let mut message = Envelope::new(target, dependencies.node_id.clone(), payload);
         message.sender_entity_opt = Some(request.target.clone());
         message.trace_opt = request
             .trace_opt
@@ -322,8 +355,8 @@ impl EntityHost {
             .publish(&Destination::Node(node_id), message, &options)
             .await
         {
-            dependencies.metrics.pushes_dropped.inc();
-            tracing::debug!(from = %request.target, error = %error, "push to a session not delivered");
+            dependencies.metrics.pushes_dropped.inc_by(n_sessions);
+            tracing::debug!(from = %request.target, error = %error, "push to sessions not delivered");
         }
     }
 

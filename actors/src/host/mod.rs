@@ -6,6 +6,7 @@ pub mod entity_host;
 pub mod lease;
 pub mod metrics;
 pub mod ownership;
+pub mod push;
 
 #[cfg(test)]
 mod tests;

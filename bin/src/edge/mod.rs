@@ -20,6 +20,7 @@ use crate::edge::metrics::EdgeMetrics;
 use crate::edge::protocol::{ErrorBody, ErrorCode};
 use crate::edge::sessions::{Deliver, DetachNotice, SessionRegistry, SessionTiming};
 use lanmesh_actors::entities::user::{self, UserReply, UserRequest};
+use lanmesh_actors::host::push::SessionPushes;
 use lanmesh_actors::model::entity_kind::EntityKind;
 use lanmesh_actors::model::user::{LoginLimit, SessionPush};
 use lanmesh_bus::request_reply::{RequestPolicy, Requester};
@@ -196,36 +197,37 @@ impl Edge {
         }
     }
 
-    /// Routes a push from this node's inbox to the session it names.
+    /// Routes a batch of pushes from this node's inbox to the sessions it names.
     pub async fn route_push(&self, delivery: Delivery) -> HandlerOutcome {
         let envelope = delivery.envelope;
         if envelope.target.kind != EntityKind::Session.as_str() {
             tracing::debug!(target = %envelope.target, "inbox message for no session dropped");
             return HandlerOutcome::Ack;
         }
-        let push: SessionPush = match user::decode(&envelope.payload) {
-            Ok(push) => push,
+        let decoded = user::decode::<SessionPushes>(&envelope.payload)
+            .and_then(|batch| Ok((user::decode::<SessionPush>(&batch.push)?, batch.session_ids)));
+        let (push, session_ids) = match decoded {
+            Ok(decoded) => decoded,
             Err(error) => {
                 tracing::warn!(target = %envelope.target, error = %error, "undecodable push dropped");
                 return HandlerOutcome::Ack;
             }
         };
-        let session_id = envelope.target.id.as_str();
-        match self.registry.get(session_id) {
-            Some(session) => {
-                self.deps.metrics.pushes_routed.inc();
-                session.do_send(Deliver(push));
-            }
-            None => {
-                self.deps.metrics.pushes_unclaimed.inc();
-                // A watched account pushing to a session that is gone: stop its pushes.
-                if matches!(push, SessionPush::Presence { .. })
-                    && let Some(sender) = &envelope.sender_entity_opt
-                {
-                    let request = UserRequest::DropWatcher {
-                        session_id: session_id.to_owned(),
-                    };
-                    self.tell_user(&sender.id, &request).await;
+        for session_id in session_ids {
+            match self.registry.get(&session_id) {
+                Some(session) => {
+                    self.deps.metrics.pushes_routed.inc();
+                    session.do_send(Deliver(push.clone()));
+                }
+                None => {
+                    self.deps.metrics.pushes_unclaimed.inc();
+                    // A watched account pushing to a session that is gone: stop its pushes.
+                    if matches!(push, SessionPush::Presence { .. })
+                        && let Some(sender) = &envelope.sender_entity_opt
+                    {
+                        let request = UserRequest::DropWatcher { session_id };
+                        self.tell_user(&sender.id, &request).await;
+                    }
                 }
             }
         }
