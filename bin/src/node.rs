@@ -151,7 +151,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             node_id: node_id.clone(),
             requester: Arc::clone(&requester),
             transport: Arc::clone(&transport),
-            shard_map: shard_map.clone(),
+            shard_map,
             messages: Arc::clone(&stores.messages),
             metrics: edge_metrics.clone(),
         },
@@ -257,6 +257,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             tracing::error!(outcome = ?ended, "http server stopped unexpectedly");
         }
     }
+    edge.close_connections();
     server_handle.stop(true).await;
     membership.announce_leaving().await;
     ownership.release_all().await;

@@ -10,4 +10,5 @@
 mod amqp_conformance;
 mod amqp_recovery;
 mod cluster;
+mod im;
 mod node_process;

@@ -218,6 +218,11 @@ pub enum UserReply {
         /// Accounts skipped (already friends, oneself, unknown state).
         skipped: Vec<String>,
     },
+    /// The message was accepted; a resend gets the first acceptance again.
+    MessageAccepted {
+        /// When it was first accepted (the time it is stored with).
+        sent_at_unix_ms: u64,
+    },
     /// Refused.
     Refused(UserError),
 }
@@ -390,7 +395,7 @@ fn apply_session_op(
             sent_at_unix_ms,
         } => answer(
             state.send_message(&to, message_id, text, sent_at_unix_ms),
-            done,
+            |()| UserReply::MessageAccepted { sent_at_unix_ms },
         ),
         SessionOp::MarkRead {
             with,

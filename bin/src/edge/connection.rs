@@ -54,8 +54,8 @@ impl RequestRate {
 }
 
 /// Encodes a reply or error frame.
-pub fn encode_reply(id_opt: Option<u64>, result: Result<rmpv::Value, ErrorBody>) -> Vec<u8> {
-    let encoded = match &result {
+pub fn encode_reply(id_opt: Option<u64>, result: &Result<rmpv::Value, ErrorBody>) -> Vec<u8> {
+    let encoded = match result {
         Ok(body) => rmp_serde::to_vec_named(&ServerFrame {
             id: id_opt,
             op: "ok".to_owned(),
@@ -101,6 +101,7 @@ async fn serve(
     let mut ping = tokio::time::interval(limits.ping_interval);
     ping.tick().await;
     let mut last_heard = tokio::time::Instant::now();
+    let mut stopping = edge.stopping.subscribe();
     edge.deps.metrics.connections_open.inc();
     tracing::debug!(connection = connection_id, peer = ?peer_ip_opt, "websocket opened");
 
@@ -120,7 +121,7 @@ async fn serve(
                             };
                             edge.deps.metrics.error_replies.inc();
                             let id_opt = rmp_serde::from_slice::<ClientFrame>(&bytes).ok().map(|frame| frame.id);
-                            if frames_sender.send(encode_reply(id_opt, Err(refusal))).await.is_err() {
+                            if frames_sender.send(encode_reply(id_opt, &Err(refusal))).await.is_err() {
                                 break None;
                             }
                             continue;
@@ -143,7 +144,7 @@ async fn serve(
                     }
                     Some(Ok(AggregatedMessage::Text(_))) => {
                         let refusal = ErrorBody::new(ErrorCode::BadFrame, "text frames are not spoken here; send binary MessagePack frames");
-                        if frames_sender.send(encode_reply(None, Err(refusal))).await.is_err() {
+                        if frames_sender.send(encode_reply(None, &Err(refusal))).await.is_err() {
                             break None;
                         }
                     }
@@ -156,7 +157,7 @@ async fn serve(
                     Some(Ok(AggregatedMessage::Close(_))) | None => break None,
                     Some(Err(ProtocolError::Overflow)) => {
                         let refusal = ErrorBody::new(ErrorCode::FrameTooLarge, format!("frames are limited to {} bytes", limits.max_frame_bytes));
-                        let _ = socket.binary(encode_reply(None, Err(refusal))).await;
+                        let _ = socket.binary(encode_reply(None, &Err(refusal))).await;
                         break Some(CloseReason { code: CloseCode::Size, description: Some("frame too large".to_owned()) });
                     }
                     Some(Err(error)) => {
@@ -178,6 +179,9 @@ async fn serve(
             }
             () = tokio::time::sleep_until(idle_deadline) => {
                 break Some(CloseReason { code: CloseCode::Normal, description: Some("idle timeout".to_owned()) });
+            }
+            _ = stopping.wait_for(|stopping| *stopping) => {
+                break Some(CloseReason { code: CloseCode::Away, description: Some("node stopping; reconnect and resume".to_owned()) });
             }
             () = kick.notified() => {
                 break Some(CloseReason { code: CloseCode::Policy, description: Some("too slow to receive its pushes".to_owned()) });

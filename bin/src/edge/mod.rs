@@ -95,6 +95,8 @@ pub struct Edge {
     dummy_hash: String,
     next_connection_id: AtomicU64,
     on_detached: DetachNotice,
+    /// Set once the node is stopping: every connection closes.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl Edge {
@@ -123,13 +125,15 @@ impl Edge {
                 dummy_hash,
                 next_connection_id: AtomicU64::new(1),
                 on_detached,
+                stopping: tokio::sync::watch::Sender::new(false),
             }
         }))
     }
 
-    /// Sessions this node holds.
-    pub fn n_sessions(&self) -> usize {
-        self.registry.len()
+    /// Closes every connection (the node is stopping); clients reconnect to another node and
+    /// resume their sessions there.
+    pub fn close_connections(&self) {
+        self.stopping.send_replace(true);
     }
 
     fn next_connection_id(&self) -> u64 {

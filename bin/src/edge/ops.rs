@@ -85,10 +85,10 @@ fn bad_request(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::BadRequest, message)
 }
 
-fn body<T: DeserializeOwned>(op: &str, value: rmpv::Value) -> Result<T, ErrorBody> {
+fn body<T: DeserializeOwned>(op: &str, value: &rmpv::Value) -> Result<T, ErrorBody> {
     // Through bytes, so enums read from their names as everywhere else in the protocol.
     let mut bytes = Vec::new();
-    rmpv::encode::write_value(&mut bytes, &value)
+    rmpv::encode::write_value(&mut bytes, value)
         .map_err(|error| bad_request(format!("body of {op} does not encode: {error}")))?;
     rmp_serde::from_slice(&bytes)
         .map_err(|error| bad_request(format!("body of {op} does not fit: {error}")))
@@ -166,7 +166,7 @@ pub async fn handle_frame(edge: &Edge, context: &ConnectionContext, bytes: &[u8]
     };
     FrameReply {
         is_error: result.is_err(),
-        frame: crate::edge::connection::encode_reply(id_opt, result),
+        frame: crate::edge::connection::encode_reply(id_opt, &result),
     }
 }
 
@@ -189,7 +189,7 @@ async fn dispatch(
     body_value: rmpv::Value,
 ) -> OpResult {
     if op == "hello" {
-        return hello(edge, context, body(op, body_value)?);
+        return hello(edge, context, &body(op, &body_value)?);
     }
     if context.version.get().is_none() {
         return Err(ErrorBody::new(
@@ -198,8 +198,8 @@ async fn dispatch(
         ));
     }
     match op {
-        "account.register" => register(edge, body(op, body_value)?).await,
-        "session.login" => login(edge, context, body(op, body_value)?).await,
+        "account.register" => register(edge, body(op, &body_value)?).await,
+        "session.login" => login(edge, context, body(op, &body_value)?).await,
         _ => {
             let key = authenticate(key_opt)?;
             authed(edge, context, op, &key, body_value).await
@@ -218,7 +218,7 @@ fn authenticate(key_opt: Option<&str>) -> Result<ParsedKey, ErrorBody> {
         .ok_or_else(|| ErrorBody::new(ErrorCode::KeyInvalid, "the key is not valid"))
 }
 
-fn hello(edge: &Edge, context: &ConnectionContext, request: HelloRequest) -> OpResult {
+fn hello(edge: &Edge, context: &ConnectionContext, request: &HelloRequest) -> OpResult {
     let Some(version) = SUPPORTED_VERSIONS
         .iter()
         .copied()
@@ -515,7 +515,7 @@ async fn authed(
         }
         "session.logout" => ask_done(edge, key, SessionOp::Logout).await,
         "session.revoke" => {
-            let request: RevokeRequest = body(op, body_value)?;
+            let request: RevokeRequest = body(op, &body_value)?;
             ask_done(
                 edge,
                 key,
@@ -560,7 +560,7 @@ async fn authed(
             other => Err(unexpected(&other)),
         },
         "friend.request" => {
-            let request: FriendRequestRequest = body(op, body_value)?;
+            let request: FriendRequestRequest = body(op, &body_value)?;
             let to = check_account(&request.to)?;
             if request.note.len() > MAX_NOTE_BYTES {
                 return Err(bad_request(format!(
@@ -578,7 +578,7 @@ async fn authed(
             .await
         }
         "friend.answer" => {
-            let request: FriendAnswerRequest = body(op, body_value)?;
+            let request: FriendAnswerRequest = body(op, &body_value)?;
             ask_done(
                 edge,
                 key,
@@ -590,7 +590,7 @@ async fn authed(
             .await
         }
         "friend.remove" => {
-            let request: FriendRemoveRequest = body(op, body_value)?;
+            let request: FriendRemoveRequest = body(op, &body_value)?;
             ask_done(
                 edge,
                 key,
@@ -601,7 +601,7 @@ async fn authed(
             .await
         }
         "group.set" => {
-            let request: GroupSetRequest = body(op, body_value)?;
+            let request: GroupSetRequest = body(op, &body_value)?;
             if !(1..=64).contains(&request.name.chars().count()) {
                 return Err(bad_request("group names are 1 to 64 characters"));
             }
@@ -621,11 +621,11 @@ async fn authed(
             .await
         }
         "group.delete" => {
-            let request: GroupDeleteRequest = body(op, body_value)?;
+            let request: GroupDeleteRequest = body(op, &body_value)?;
             ask_done(edge, key, SessionOp::DeleteGroup { name: request.name }).await
         }
         "presence.set" => {
-            let request: PresenceSetRequest = body(op, body_value)?;
+            let request: PresenceSetRequest = body(op, &body_value)?;
             let status = match request.status {
                 WireStatus::Online => Status::Online,
                 WireStatus::Away => Status::Away,
@@ -640,7 +640,7 @@ async fn authed(
             ask_done(edge, key, SessionOp::SetStatus { status }).await
         }
         "widget.set" => {
-            let request: WidgetSetRequest = body(op, body_value)?;
+            let request: WidgetSetRequest = body(op, &body_value)?;
             check_accounts(
                 &request.contacts,
                 lanmesh_actors::model::user::MAX_WIDGET_CONTACTS,
@@ -662,9 +662,9 @@ async fn authed(
                 other => Err(unexpected(&other)),
             }
         }
-        "message.send" => send_message(edge, key, body(op, body_value)?).await,
+        "message.send" => send_message(edge, key, body(op, &body_value)?).await,
         "message.history" => {
-            let request: MessageHistoryRequest = body(op, body_value)?;
+            let request: MessageHistoryRequest = body(op, &body_value)?;
             let limit = request.limit.unwrap_or(50);
             if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
                 return Err(bad_request(format!("limit is 1 to {MAX_HISTORY_PAGE}")));
@@ -678,7 +678,7 @@ async fn authed(
             history(edge, &key.account, &with, page).await
         }
         "message.read" => {
-            let request: MessageReadRequest = body(op, body_value)?;
+            let request: MessageReadRequest = body(op, &body_value)?;
             ask_done(
                 edge,
                 key,
@@ -690,7 +690,7 @@ async fn authed(
             .await
         }
         "conversation.open" => {
-            let request: ConversationOpenRequest = body(op, body_value)?;
+            let request: ConversationOpenRequest = body(op, &body_value)?;
             let with = check_account(&request.with)?;
             ask_done(edge, key, SessionOp::CheckFriend { with: with.clone() }).await?;
             let page = PageRequest::first(OPEN_CONVERSATION_PAGE);
@@ -720,7 +720,7 @@ async fn authed(
             })
         }
         "call.signal" => {
-            let request: CallSignalRequest = body(op, body_value)?;
+            let request: CallSignalRequest = body(op, &body_value)?;
             if request.signal.len() > MAX_SIGNAL_BYTES || request.kind == ConversationKind::Text {
                 return Err(bad_request(format!(
                     "signals are voice or video and at most {MAX_SIGNAL_BYTES} bytes"
@@ -742,7 +742,7 @@ async fn authed(
             .await
         }
         "friends.share" => {
-            let request: FriendsShareRequest = body(op, body_value)?;
+            let request: FriendsShareRequest = body(op, &body_value)?;
             let max = edge.limits.max_shared_friends;
             check_accounts(&request.friends, max, "shared friends")?;
             if request.groups.len() > lanmesh_actors::model::user::MAX_GROUPS {
@@ -766,7 +766,7 @@ async fn authed(
             }
         }
         "friends.add_many" => {
-            let request: FriendsAddManyRequest = body(op, body_value)?;
+            let request: FriendsAddManyRequest = body(op, &body_value)?;
             let max = edge.limits.max_friend_requests_per_batch;
             check_accounts(&request.accounts, max, "accounts")?;
             if request.note.len() > MAX_NOTE_BYTES {
@@ -821,11 +821,14 @@ async fn send_message(edge: &Edge, key: &ParsedKey, request: MessageSendRequest)
         text: request.text.clone(),
         sent_at_unix_ms: sent_at_ms,
     };
-    // The message id is the request's id: a resend is recognised and delivered once.
-    match ask_session(edge, key, op, Some(message_id)).await? {
-        UserReply::Done => {}
+    // The request's id follows from the message id: a resend is recognised and delivered once.
+    // A resend is answered with the first acceptance, so it is stored with the same time.
+    let sent_at_ms = match ask_session(edge, key, op, Some(request_id_of_message(message_id)))
+        .await?
+    {
+        UserReply::MessageAccepted { sent_at_unix_ms } => sent_at_unix_ms,
         other => return Err(unexpected(&other)),
-    }
+    };
     let stored = ChatMessage {
         message_id,
         sender: key.account.clone(),
@@ -850,6 +853,15 @@ async fn send_message(edge: &Edge, key: &ParsedKey, request: MessageSendRequest)
             ))
         }
     }
+}
+
+/// The bus id of the request that sends a message: the client's UUID, of whatever version,
+/// marked as version 7 (the bus's message ids), so the same message always gives the same id.
+fn request_id_of_message(message_id: Uuid) -> Uuid {
+    uuid::Builder::from_bytes(message_id.into_bytes())
+        .with_version(uuid::Version::SortRand)
+        .with_variant(uuid::Variant::RFC4122)
+        .into_uuid()
 }
 
 async fn load_history(
@@ -894,4 +906,22 @@ async fn history(edge: &Edge, account: &str, with: &str, page: PageRequest) -> O
         messages,
         next_cursor,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_ids_of_any_version_give_one_stable_bus_id() {
+        for message_id in [Uuid::new_v4(), Uuid::now_v7(), Uuid::nil()] {
+            let request_id = request_id_of_message(message_id);
+            assert_eq!(request_id.get_version_num(), 7, "{message_id}");
+            assert_eq!(request_id, request_id_of_message(message_id));
+        }
+        assert_ne!(
+            request_id_of_message(Uuid::new_v4()),
+            request_id_of_message(Uuid::new_v4())
+        );
+    }
 }

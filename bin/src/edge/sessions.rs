@@ -101,7 +101,7 @@ impl SessionActor {
     }
 
     fn end(&mut self, context: &mut Context<Self>) {
-        self.registry.remove(&self.session_id, context.address());
+        self.registry.remove(&self.session_id, &context.address());
         context.stop();
     }
 }
@@ -231,16 +231,11 @@ impl SessionRegistry {
         address
     }
 
-    fn remove(&self, session_id: &str, address: Addr<SessionActor>) {
+    fn remove(&self, session_id: &str, address: &Addr<SessionActor>) {
         let mut sessions = self.sessions();
-        if sessions.get(session_id) == Some(&address) {
+        if sessions.get(session_id) == Some(address) {
             sessions.remove(session_id);
         }
-    }
-
-    /// Sessions held now.
-    pub fn len(&self) -> usize {
-        self.sessions().len()
     }
 }
 

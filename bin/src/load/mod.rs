@@ -112,56 +112,6 @@ pub fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
         .unwrap_or_default()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(latencies_ms: &[u64], fraction: f64, expected_ms: u64) {
-        let sorted: Vec<Duration> = latencies_ms
-            .iter()
-            .map(|ms| Duration::from_millis(*ms))
-            .collect();
-        assert_eq!(
-            percentile(&sorted, fraction),
-            Duration::from_millis(expected_ms),
-            "{fraction} of {latencies_ms:?}"
-        );
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        check(&[], 0.5, 0);
-        check(&[7], 0.5, 7);
-        check(&[7], 0.99, 7);
-        check(&[1, 2, 3, 4], 0.5, 2);
-        check(&[1, 2, 3, 4], 0.99, 4);
-        let hundred: Vec<u64> = (1..=100).collect();
-        check(&hundred, 0.5, 50);
-        check(&hundred, 0.99, 99);
-        check(&hundred, 1.0, 100);
-        check(&hundred, 0.0, 1);
-    }
-
-    #[test]
-    fn latency_figures_sort_their_input() {
-        let measurement = LatencyMeasurement::new(
-            "x",
-            vec![
-                Duration::from_millis(30),
-                Duration::from_millis(10),
-                Duration::from_millis(20),
-            ],
-            1,
-            Duration::from_secs(2),
-        );
-        assert_eq!(measurement.n_requests, 3);
-        assert_eq!(measurement.n_errors, 1);
-        assert!((measurement.requests_per_second - 1.5).abs() < 1e-9);
-        assert!((measurement.p50_ms - 20.0).abs() < 1e-9);
-        assert!((measurement.max_ms - 30.0).abs() < 1e-9);
-    }
-}
-
 /// How long a spawned node may take to stop after SIGTERM.
 const NODE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -210,4 +160,54 @@ pub async fn stop_spawned(
             .with_context(|| format!("removing {}", directory.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(latencies_ms: &[u64], fraction: f64, expected_ms: u64) {
+        let sorted: Vec<Duration> = latencies_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect();
+        assert_eq!(
+            percentile(&sorted, fraction),
+            Duration::from_millis(expected_ms),
+            "{fraction} of {latencies_ms:?}"
+        );
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        check(&[], 0.5, 0);
+        check(&[7], 0.5, 7);
+        check(&[7], 0.99, 7);
+        check(&[1, 2, 3, 4], 0.5, 2);
+        check(&[1, 2, 3, 4], 0.99, 4);
+        let hundred: Vec<u64> = (1..=100).collect();
+        check(&hundred, 0.5, 50);
+        check(&hundred, 0.99, 99);
+        check(&hundred, 1.0, 100);
+        check(&hundred, 0.0, 1);
+    }
+
+    #[test]
+    fn latency_figures_sort_their_input() {
+        let measurement = LatencyMeasurement::new(
+            "x",
+            vec![
+                Duration::from_millis(30),
+                Duration::from_millis(10),
+                Duration::from_millis(20),
+            ],
+            1,
+            Duration::from_secs(2),
+        );
+        assert_eq!(measurement.n_requests, 3);
+        assert_eq!(measurement.n_errors, 1);
+        assert!((measurement.requests_per_second - 1.5).abs() < 1e-9);
+        assert!((measurement.p50_ms - 20.0).abs() < 1e-9);
+        assert!((measurement.max_ms - 30.0).abs() < 1e-9);
+    }
 }

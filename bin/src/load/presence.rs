@@ -107,6 +107,9 @@ pub struct PresenceBenchReport {
     pub raw_lapin: LatencyMeasurement,
 }
 
+/// A publisher's last change: the status sent and when.
+type LastChange = Option<(WireStatus, Instant)>;
+
 /// One account's connection and key.
 struct Account {
     client: ImClient,
@@ -229,8 +232,9 @@ async fn measure(
     register_all(&address, &names).await?;
     let accounts_registered_kib = resident_kib(cluster)?;
     tracing::info!("logging every account in on a connection of its own");
-    let publishers = connect_all(&address, &names[..n_publishers], Mode::Client).await?;
-    let watchers = connect_all(&address, &names[n_publishers..], Mode::Widget).await?;
+    let (publisher_names, watcher_names) = names.split_at(n_publishers);
+    let publishers = connect_all(&address, publisher_names, Mode::Client).await?;
+    let watchers = connect_all(&address, watcher_names, Mode::Widget).await?;
     let sessions_connected_kib = resident_kib(cluster)?;
     let n_sessions = settings.n_sessions as f64;
     let memory = MemoryFigures {
@@ -249,8 +253,7 @@ async fn measure(
     let watchers = select_widgets(watchers, n_publishers).await?;
 
     tracing::info!("measuring fan-out");
-    let sent_at: Arc<Mutex<Vec<Option<(WireStatus, Instant)>>>> =
-        Arc::new(Mutex::new(vec![None; n_publishers]));
+    let sent_at: Arc<Mutex<Vec<LastChange>>> = Arc::new(Mutex::new(vec![None; n_publishers]));
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let mut listeners = JoinSet::new();
     for (index, mut watcher) in watchers.into_iter().enumerate() {
@@ -296,7 +299,7 @@ async fn measure(
         ticker.tick().await;
         let publisher_index = usize::try_from(n_changes % n_publishers as u64).unwrap_or(0);
         // Busy in even rounds, away in odd ones: every change changes what watchers see.
-        let status = if (n_changes / n_publishers as u64) % 2 == 0 {
+        let status = if (n_changes / n_publishers as u64).is_multiple_of(2) {
             WireStatus::Busy
         } else {
             WireStatus::Away
