@@ -357,6 +357,29 @@ fn only_presence(what: &str, pushes: &[Push]) -> Vec<PresencePush> {
         .collect()
 }
 
+/// Every session of `connection` sends `op` with a body from `body`, pipelined; each must be
+/// accepted.
+async fn every_session_does<B: serde::Serialize>(
+    connection: &mut FriendConnection,
+    op: &str,
+    body: impl Fn() -> B,
+) {
+    let replies: Vec<Result<Empty, ErrorBody>> = connection
+        .client
+        .request_many(
+            op,
+            connection
+                .sessions
+                .iter()
+                .map(|session| (session.key(), body())),
+        )
+        .await
+        .unwrap_or_else(|error| panic!("{op} replies: {error:#}"));
+    for reply in replies {
+        reply.unwrap_or_else(|error| panic!("{op} refused: {error:?}"));
+    }
+}
+
 /// Friends of the widget owner in the widget test.
 const N_FRIENDS: usize = 200;
 /// Connections carrying the friends' sessions.
@@ -416,23 +439,11 @@ async fn widget_receives_only_selected_contacts() {
             assert_eq!(request.from, "wendy");
             assert_eq!(request.note, "widget test");
         }
-        let answers: Vec<Result<Empty, ErrorBody>> = connection
-            .client
-            .request_many(
-                "friend.answer",
-                connection.sessions.iter().map(|session| {
-                    let answer = FriendAnswerRequest {
-                        from: "wendy".to_owned(),
-                        accept: true,
-                    };
-                    (session.key(), answer)
-                }),
-            )
-            .await
-            .expect("friend.answer replies");
-        for answer in answers {
-            answer.expect("friend.answer accepted");
-        }
+        every_session_does(connection, "friend.answer", || FriendAnswerRequest {
+            from: "wendy".to_owned(),
+            accept: true,
+        })
+        .await;
     }))
     .await;
     let list = wait_contacts(&mut owner_client, &owner, "200 friends", |list| {
@@ -496,23 +507,10 @@ async fn widget_receives_only_selected_contacts() {
     );
 
     // Every friend changes status once: the widget hears exactly the three it selected.
-    futures_util::future::join_all(connections.iter_mut().map(|connection| async move {
-        let replies: Vec<Result<Empty, ErrorBody>> = connection
-            .client
-            .request_many(
-                "presence.set",
-                connection.sessions.iter().map(|session| {
-                    let request = PresenceSetRequest {
-                        status: WireStatus::Busy,
-                    };
-                    (session.key(), request)
-                }),
-            )
-            .await
-            .expect("presence.set replies");
-        for reply in replies {
-            reply.expect("presence.set accepted");
-        }
+    futures_util::future::join_all(connections.iter_mut().map(|connection| {
+        every_session_does(connection, "presence.set", || PresenceSetRequest {
+            status: WireStatus::Busy,
+        })
     }))
     .await;
     let changes = only_presence(

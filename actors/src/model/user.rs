@@ -1146,14 +1146,22 @@ impl UserState {
         text: String,
         sent_at_unix_ms: u64,
     ) -> UserResult<()> {
-        self.require_friend(to)?;
-        let effects = vec![UserEffect::Send {
-            to: to.to_owned(),
-            event: PeerEvent::MessageArrived {
+        self.to_friend(
+            to,
+            PeerEvent::MessageArrived {
                 message_id,
                 text,
                 sent_at_unix_ms,
             },
+        )
+    }
+
+    /// Sends `event` to `to`, who must be a friend.
+    fn to_friend(&self, to: &str, event: PeerEvent) -> UserResult<()> {
+        self.require_friend(to)?;
+        let effects = vec![UserEffect::Send {
+            to: to.to_owned(),
+            event,
         }];
         Ok(((), effects))
     }
@@ -1188,16 +1196,14 @@ impl UserState {
         kind: String,
         signal: Vec<u8>,
     ) -> UserResult<()> {
-        self.require_friend(to)?;
-        let effects = vec![UserEffect::Send {
-            to: to.to_owned(),
-            event: PeerEvent::CallSignal {
+        self.to_friend(
+            to,
+            PeerEvent::CallSignal {
                 call_id,
                 kind,
                 signal,
             },
-        }];
-        Ok(((), effects))
+        )
     }
 
     /// A watcher's session is gone (its node no longer holds it).

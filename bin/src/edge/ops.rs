@@ -823,12 +823,11 @@ async fn send_message(edge: &Edge, key: &ParsedKey, request: MessageSendRequest)
     };
     // The request's id follows from the message id: a resend is recognised and delivered once.
     // A resend is answered with the first acceptance, so it is stored with the same time.
-    let sent_at_ms = match ask_session(edge, key, op, Some(request_id_of_message(message_id)))
-        .await?
-    {
-        UserReply::MessageAccepted { sent_at_unix_ms } => sent_at_unix_ms,
-        other => return Err(unexpected(&other)),
-    };
+    let sent_at_ms =
+        match ask_session(edge, key, op, Some(request_id_of_message(message_id))).await? {
+            UserReply::MessageAccepted { sent_at_unix_ms } => sent_at_unix_ms,
+            other => return Err(unexpected(&other)),
+        };
     let stored = ChatMessage {
         message_id,
         sender: key.account.clone(),
