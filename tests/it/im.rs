@@ -380,6 +380,24 @@ async fn every_session_does<B: serde::Serialize>(
     }
 }
 
+/// Asserts that `pushes` are exactly one presence frame per account of `accounts`, each
+/// showing `status`, and nothing else.
+fn expect_one_presence_each(
+    what: &str,
+    pushes: &[Push],
+    accounts: &BTreeSet<String>,
+    status: WireStatus,
+) {
+    let presences = only_presence(what, pushes);
+    assert_eq!(presences.len(), accounts.len(), "{what}: {presences:?}");
+    let shown: BTreeSet<String> = presences.iter().map(|push| push.account.clone()).collect();
+    assert_eq!(&shown, accounts, "{what}");
+    assert!(
+        presences.iter().all(|push| push.status == status),
+        "{what}: {presences:?}"
+    );
+}
+
 /// Friends of the widget owner in the widget test.
 const N_FRIENDS: usize = 200;
 /// Connections carrying the friends' sessions.
@@ -489,21 +507,12 @@ async fn widget_receives_only_selected_contacts() {
         .collect();
     assert_eq!(shown, selected);
     let selected_set: BTreeSet<String> = selected.iter().cloned().collect();
-    let initial = only_presence(
+    let initial = frames_until_quiet(&mut widget_client).await;
+    expect_one_presence_each(
         "initial presence",
-        &frames_until_quiet(&mut widget_client).await,
-    );
-    assert_eq!(initial.len(), 3, "{initial:?}");
-    assert_eq!(
-        initial
-            .iter()
-            .map(|push| push.account.clone())
-            .collect::<BTreeSet<_>>(),
-        selected_set
-    );
-    assert!(
-        initial.iter().all(|push| push.status == WireStatus::Online),
-        "{initial:?}"
+        &initial,
+        &selected_set,
+        WireStatus::Online,
     );
 
     // Every friend changes status once: the widget hears exactly the three it selected.
@@ -513,25 +522,12 @@ async fn widget_receives_only_selected_contacts() {
         })
     }))
     .await;
-    let changes = only_presence(
+    let changes = frames_until_quiet(&mut widget_client).await;
+    expect_one_presence_each(
         "after 200 status changes",
-        &frames_until_quiet(&mut widget_client).await,
-    );
-    assert_eq!(
-        changes.len(),
-        3,
-        "one push per selected friend: {changes:?}"
-    );
-    assert_eq!(
-        changes
-            .iter()
-            .map(|push| push.account.clone())
-            .collect::<BTreeSet<_>>(),
-        selected_set
-    );
-    assert!(
-        changes.iter().all(|push| push.status == WireStatus::Busy),
-        "{changes:?}"
+        &changes,
+        &selected_set,
+        WireStatus::Busy,
     );
 
     // A message from a selected friend and one from another: one hint, for the selected one.
