@@ -19,6 +19,9 @@ pub const MAX_WIDGET_CONTACTS: usize = 64;
 pub const MAX_FRIENDS: usize = 5_000;
 /// Most friend groups per account.
 pub const MAX_GROUPS: usize = 200;
+/// Most unanswered friend requests an account keeps, received and sent (each): requests
+/// beyond it are refused (sent) or dropped (received), so strangers cannot grow its state.
+pub const MAX_PENDING_REQUESTS: usize = 1_000;
 /// Characters of a message kept as its preview in a hint.
 pub const PREVIEW_CHARS: usize = 64;
 /// How many revoked key hashes are remembered, to tell "revoked" from "unknown".
@@ -938,6 +941,12 @@ impl UserState {
                 limit: MAX_FRIENDS,
             });
         }
+        if !self.requests_out.contains_key(to) && self.requests_out.len() >= MAX_PENDING_REQUESTS {
+            return Err(UserError::TooMany {
+                what: "unanswered friend requests".to_owned(),
+                limit: MAX_PENDING_REQUESTS,
+            });
+        }
         self.requests_out.insert(to.to_owned(), now_unix_ms);
         let effects = vec![
             UserEffect::Send {
@@ -1292,6 +1301,11 @@ impl UserState {
                         display_name,
                     }));
                     return effects;
+                }
+                if !self.requests_in.contains_key(from)
+                    && self.requests_in.len() >= MAX_PENDING_REQUESTS
+                {
+                    return Vec::new();
                 }
                 let push = SessionPush::FriendRequest {
                     from: from.to_owned(),

@@ -2067,3 +2067,38 @@ fn resuming_on_another_node_rewatches_every_widget_contact() {
         )]
     );
 }
+
+#[test]
+fn pending_requests_are_capped_both_ways() {
+    let mut asker = registered("asker");
+    for index in 0..MAX_PENDING_REQUESTS {
+        asker
+            .request_friend(&format!("target{index}"), String::new(), 1_000)
+            .unwrap();
+    }
+    // Asking again someone already asked is fine; a new one is over the cap.
+    asker
+        .request_friend("target0", String::new(), 1_001)
+        .unwrap();
+    let refused = asker.request_friend("one-more", String::new(), 1_002);
+    assert!(
+        matches!(refused, Err(UserError::TooMany { limit, .. }) if limit == MAX_PENDING_REQUESTS),
+        "{refused:?}"
+    );
+    assert_eq!(asker.requests_out.len(), MAX_PENDING_REQUESTS);
+
+    let mut popular = registered("popular");
+    for index in 0..=MAX_PENDING_REQUESTS {
+        let request = PeerEvent::FriendRequest {
+            display_name: format!("stranger {index}"),
+            note: String::new(),
+        };
+        popular.on_peer_event(&format!("stranger{index}"), request, 1_000);
+    }
+    assert_eq!(popular.requests_in.len(), MAX_PENDING_REQUESTS);
+    assert!(
+        !popular
+            .requests_in
+            .contains_key(&format!("stranger{MAX_PENDING_REQUESTS}"))
+    );
+}
