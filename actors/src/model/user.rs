@@ -226,6 +226,8 @@ pub enum SessionPush {
         display_name: String,
         /// Their note.
         note: String,
+        /// When it arrived (as kept in the account's pending requests).
+        at_unix_ms: u64,
     },
     /// A friend request was accepted; `by` is now a friend.
     FriendAccepted {
@@ -1311,6 +1313,7 @@ impl UserState {
                     from: from.to_owned(),
                     display_name: display_name.clone(),
                     note: note.clone(),
+                    at_unix_ms: now_unix_ms,
                 };
                 self.requests_in.insert(
                     from.to_owned(),

@@ -312,13 +312,14 @@ fn push_frame(session_id: &str, account: &str, push: SessionPush) -> Option<Vec<
             from,
             display_name,
             note,
+            at_unix_ms,
         } => encode_push(
             "friend.request",
             &WireRequest {
                 from,
                 display_name,
                 note,
-                at_ms: lanmesh_bus::envelope::now_unix_ms(),
+                at_ms: at_unix_ms,
             },
         ),
         SessionPush::FriendAccepted { by, display_name } => {

@@ -1002,6 +1002,7 @@ fn a_friend_request_accepted_makes_both_friends() {
                 from: "alice".to_owned(),
                 display_name: display_name_of("alice"),
                 note: "hi bob".to_owned(),
+                at_unix_ms: 1_000,
             }
         )]
     );
