@@ -239,15 +239,16 @@ impl EntityHost {
         }
         if !applied.audit.is_empty() {
             let entity = EntityKey::new(request.target.kind.clone(), request.target.id.clone());
+            let actor = request
+                .sender_entity_opt
+                .as_ref()
+                .map_or_else(|| request.sender.to_string(), ToString::to_string);
             let events: Vec<AuditEvent> = applied
                 .audit
                 .into_iter()
                 .map(|recorded| AuditEvent {
                     event_id: recorded.event_id,
-                    actor: request
-                        .sender_entity_opt
-                        .as_ref()
-                        .map_or_else(|| request.sender.to_string(), ToString::to_string),
+                    actor: actor.clone(),
                     entity: entity.clone(),
                     action: recorded.action,
                     detail: recorded.detail.into_bytes(),

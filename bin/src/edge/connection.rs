@@ -4,7 +4,7 @@
 
 use crate::edge::Edge;
 use crate::edge::ops::{self, ConnectionContext};
-use crate::edge::protocol::{ClientFrame, ErrorBody, ErrorCode, ServerFrame};
+use crate::edge::protocol::{ErrorBody, ErrorCode, ServerFrame};
 use crate::edge::sessions::{CONNECTION_QUEUE, ConnectionLink, Detach};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, ProtocolError};
@@ -120,7 +120,7 @@ async fn serve(
                                 ..ErrorBody::new(ErrorCode::RateLimited, "too many requests on this connection; slow down")
                             };
                             edge.deps.metrics.error_replies.inc();
-                            let id_opt = rmp_serde::from_slice::<ClientFrame>(&bytes).ok().map(|frame| frame.id);
+                            let id_opt = ops::id_of(&bytes);
                             if frames_sender.send(encode_reply(id_opt, &Err(refusal))).await.is_err() {
                                 break None;
                             }

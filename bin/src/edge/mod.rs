@@ -140,6 +140,25 @@ impl Edge {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// `request` as an envelope to `account`'s entity, and the shard it goes to.
+    fn user_envelope(
+        &self,
+        account: &str,
+        request: &UserRequest,
+    ) -> Result<(Destination, Envelope), ErrorBody> {
+        let target = EntityKind::User
+            .address(account)
+            .map_err(|error| ErrorBody::new(ErrorCode::BadRequest, error.to_string()))?;
+        let payload = user::encode(request).map_err(|error| {
+            ErrorBody::new(ErrorCode::BadRequest, format!("request too large: {error}"))
+        })?;
+        let destination = Destination::Shard(self.deps.shard_map.shard_for(&target));
+        Ok((
+            destination,
+            Envelope::new(target, self.deps.node_id.clone(), payload),
+        ))
+    }
+
     /// Asks an account's entity and waits for its answer. `msg_id_opt` makes a retried
     /// client request the same message (the entity answers it once).
     pub async fn ask_user(
@@ -148,14 +167,7 @@ impl Edge {
         request: &UserRequest,
         msg_id_opt: Option<Uuid>,
     ) -> Result<UserReply, ErrorBody> {
-        let target = EntityKind::User
-            .address(account)
-            .map_err(|error| ErrorBody::new(ErrorCode::BadRequest, error.to_string()))?;
-        let payload = user::encode(request).map_err(|error| {
-            ErrorBody::new(ErrorCode::BadRequest, format!("request too large: {error}"))
-        })?;
-        let destination = Destination::Shard(self.deps.shard_map.shard_for(&target));
-        let mut envelope = Envelope::new(target, self.deps.node_id.clone(), payload);
+        let (destination, mut envelope) = self.user_envelope(account, request)?;
         if let Some(msg_id) = msg_id_opt {
             envelope.msg_id = msg_id;
         }
@@ -183,14 +195,13 @@ impl Edge {
 
     /// Sends a one-way request to an account's entity (best effort, logged on failure).
     pub async fn tell_user(&self, account: &str, request: &UserRequest) {
-        let Ok(target) = EntityKind::User.address(account) else {
-            return;
+        let (destination, envelope) = match self.user_envelope(account, request) {
+            Ok(addressed) => addressed,
+            Err(error) => {
+                tracing::warn!(account, error = %error.message, "cannot tell a user entity");
+                return;
+            }
         };
-        let Ok(payload) = user::encode(request) else {
-            return;
-        };
-        let destination = Destination::Shard(self.deps.shard_map.shard_for(&target));
-        let envelope = Envelope::new(target, self.deps.node_id.clone(), payload);
         if let Err(error) = self
             .deps
             .transport

@@ -18,12 +18,14 @@ use crate::edge::sessions::{ConnectionLink, SessionActor, wire_hint, wire_status
 use actix::Addr;
 use lanmesh_actors::entities::user::{SessionAuth, SessionOp, UserReply, UserRequest};
 use lanmesh_actors::model::user::{
-    KeyRecord, SessionMode, SessionOpening, SessionSnapshot, Status, UserError, WidgetEntry,
+    IncomingRequest, KeyRecord, SessionMode, SessionOpening, SessionSnapshot, Status, UserError,
+    WidgetEntry,
 };
 use lanmesh_bus::envelope::now_unix_ms;
 use lanmesh_storage::{ChatMessage, PageCursor, PageRequest, StoreError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
 use uuid::Uuid;
@@ -170,8 +172,8 @@ pub async fn handle_frame(edge: &Edge, context: &ConnectionContext, bytes: &[u8]
     }
 }
 
-/// The id of a frame whose other parts do not decode, so the error can name it.
-fn id_of(bytes: &[u8]) -> Option<u64> {
+/// The id of a frame, read without decoding its other parts (so an error can name it).
+pub fn id_of(bytes: &[u8]) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct IdOnly {
         id: u64,
@@ -422,17 +424,21 @@ fn session_reply(
             .iter()
             .map(|(from, hint)| wire_hint(from, hint))
             .collect(),
-        requests_in: snapshot
-            .requests_in
-            .into_iter()
-            .map(|(from, request)| WireRequest {
-                from,
-                display_name: request.display_name,
-                note: request.note,
-                at_ms: request.at_unix_ms,
-            })
-            .collect(),
+        requests_in: wire_requests(snapshot.requests_in),
     }
+}
+
+/// The client's view of the friend requests an account received.
+fn wire_requests(requests: BTreeMap<String, IncomingRequest>) -> Vec<WireRequest> {
+    requests
+        .into_iter()
+        .map(|(from, request)| WireRequest {
+            from,
+            display_name: request.display_name,
+            note: request.note,
+            at_ms: request.at_unix_ms,
+        })
+        .collect()
 }
 
 fn check_account(account: &str) -> Result<String, ErrorBody> {
@@ -541,16 +547,7 @@ async fn authed(
                     .into_iter()
                     .map(|(name, members)| (name, members.into_iter().collect()))
                     .collect(),
-                requests_in: list
-                    .requests_in
-                    .into_iter()
-                    .map(|(from, request)| WireRequest {
-                        from,
-                        display_name: request.display_name,
-                        note: request.note,
-                        at_ms: request.at_unix_ms,
-                    })
-                    .collect(),
+                requests_in: wire_requests(list.requests_in),
                 requests_out: list
                     .requests_out
                     .into_iter()

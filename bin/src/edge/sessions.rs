@@ -148,11 +148,7 @@ impl Handler<Deliver> for SessionActor {
             last_seen_unix_ms,
         } = push
         {
-            let presence = PresencePush {
-                account: account.clone(),
-                status: wire_status(status),
-                last_seen_ms: last_seen_unix_ms,
-            };
+            let presence = wire_presence(account.clone(), status, last_seen_unix_ms);
             self.pending_presence.insert(account, presence);
             if self.flush_opt.is_none() {
                 let flush = context.run_later(self.timing.presence_coalesce, |actor, _| {
@@ -266,6 +262,15 @@ pub fn wire_status(status: Status) -> WireStatus {
     }
 }
 
+/// The client's view of a contact's presence.
+fn wire_presence(account: String, status: Status, last_seen_unix_ms: u64) -> PresencePush {
+    PresencePush {
+        account,
+        status: wire_status(status),
+        last_seen_ms: last_seen_unix_ms,
+    }
+}
+
 /// The client's view of a hint.
 pub fn wire_hint(from: &str, hint: &UnreadHint) -> WireHint {
     WireHint {
@@ -286,11 +291,7 @@ fn push_frame(session_id: &str, account: &str, push: SessionPush) -> Option<Vec<
             last_seen_unix_ms,
         } => encode_push(
             "presence",
-            &PresencePush {
-                account,
-                status: wire_status(status),
-                last_seen_ms: last_seen_unix_ms,
-            },
+            &wire_presence(account, status, last_seen_unix_ms),
         ),
         SessionPush::Hint { from, hint } => encode_push("hint", &wire_hint(&from, &hint)),
         SessionPush::Message {
