@@ -12,8 +12,8 @@
 //! Measurement: publishers change status (alternating busy and away, so every change is a
 //! change) at `changes_per_second` in all, round robin. Latency is from sending `presence.set`
 //! to a watcher's widget receiving the `presence` push: client → node → the publisher's
-//! shard queue → its user entity (state saved) → one push per watching session through the
-//! node's inbox queue → the session, which coalesces a contact's changes for
+//! shard queue → its user entity (state saved) → one push message for all the watching
+//! sessions of the node, through its inbox queue → each session, which coalesces a contact's changes for
 //! `edge.presence_coalesce_ms` → the socket. The baseline is the bare broker round trip:
 //! raw lapin request/reply (two confirmed publishes, no storage).
 
