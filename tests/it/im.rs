@@ -1519,3 +1519,49 @@ async fn message_send_accepts_a_v4_message_id() {
 
     finish(cluster, vec![client]).await;
 }
+
+/// A node stopping with SIGTERM closes its WebSockets ("going away") instead of waiting for
+/// its clients, and a client resumes its session on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_node_closes_websockets_and_sessions_resume_elsewhere() {
+    let Some(mut cluster) = start_cluster("im::stopping_node_closes_websockets", 2, &[]).await
+    else {
+        return;
+    };
+    let mut leaving_client = connect(&address(&cluster, 1)).await;
+    let kim = sign_up(&mut leaving_client, "kim").await;
+
+    let started = Instant::now();
+    let status = cluster
+        .terminate(1, Duration::from_secs(30))
+        .await
+        .expect("node 1 stops");
+    let stop_time = started.elapsed();
+    assert!(status.success(), "node 1 exits cleanly: {status}");
+    // The HTTP server's own shutdown waits 10 s for open connections; closing them first
+    // must make the stop quicker than that.
+    assert!(
+        stop_time < Duration::from_secs(8),
+        "stopping took {stop_time:?}"
+    );
+    assert!(
+        leaving_client
+            .wait_closed(Duration::from_secs(5))
+            .await
+            .expect("reading until closed"),
+        "the connection is closed"
+    );
+    let reason = leaving_client.close_reason();
+    assert!(
+        reason.contains("1001") && reason.contains("node stopping"),
+        "{reason}"
+    );
+
+    let mut staying_client = connect(&address(&cluster, 0)).await;
+    let resumed: SessionReply = staying_client
+        .request_ok("session.resume", kim.key(), &Empty {})
+        .await
+        .expect("session.resume on the other node");
+    assert_eq!(resumed.session, kim.session);
+    finish(cluster, vec![staying_client]).await;
+}
