@@ -10,10 +10,9 @@ use crate::host::behavior::{
 };
 use crate::model::entity_kind::EntityKind;
 use crate::model::user::{
-    ContactList, KeyRecord, LoginLimit, PeerEvent, SessionOpening, SessionSnapshot, Status,
-    UserEffect, UserError, UserState, WidgetEntry,
+    ContactList, KeyRecord, LoginLimit, PartnerLink, PeerEvent, Profile, SessionOpening,
+    SessionSnapshot, Status, UserEffect, UserError, UserState, WidgetEntry,
 };
-use lanmesh_bus::codec::{CodecError, FrameLimits, decode_message, encode_message};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -48,6 +47,18 @@ pub enum UserRequest {
     },
     /// Opens (or joins) the device's session after a verified login.
     OpenSession(SessionOpening),
+    /// Opens a session for a partner-site user the site just verified, creating the linked
+    /// account on first use (the entity id is derived from the link).
+    OpenPartnerSession {
+        /// The verified identity.
+        link: PartnerLink,
+        /// The site's display name for the user.
+        display_name: String,
+        /// The session to open.
+        opening: SessionOpening,
+    },
+    /// The account's public profile (whether it exists, its name, its partner link).
+    Profile,
     /// The edge node lost the session's last connection.
     SessionDetached {
         /// The session.
@@ -188,6 +199,8 @@ pub enum SessionOp {
         /// The other account.
         with: String,
     },
+    /// The account's own profile.
+    Profile,
 }
 
 /// A user entity's answer.
@@ -202,6 +215,15 @@ pub enum UserReply {
     },
     /// The session, opened or resumed.
     Session(SessionSnapshot),
+    /// A partner user's session, and whether its account was created by this login.
+    PartnerSession {
+        /// The session.
+        snapshot: SessionSnapshot,
+        /// Whether the linked account was created now.
+        created: bool,
+    },
+    /// An account's public profile.
+    Profile(Profile),
     /// The contact list.
     Contacts(ContactList),
     /// The widget's contacts.
@@ -227,15 +249,7 @@ pub enum UserReply {
     Refused(UserError),
 }
 
-/// Encodes a user message or reply (named-field MessagePack).
-pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, CodecError> {
-    encode_message(message, &FrameLimits::default())
-}
-
-/// Decodes a user message or reply.
-pub fn decode<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
-    decode_message(payload, &FrameLimits::default())
-}
+pub use super::{decode, encode};
 
 /// The user behaviour.
 #[derive(Debug)]
@@ -258,8 +272,9 @@ impl EntityBehavior for UserEntity {
         let mutating = !matches!(
             request,
             UserRequest::Credential { .. }
+                | UserRequest::Profile
                 | UserRequest::Authed {
-                    op: SessionOp::Contacts | SessionOp::CheckFriend { .. },
+                    op: SessionOp::Contacts | SessionOp::CheckFriend { .. } | SessionOp::Profile,
                     ..
                 }
         );
@@ -284,6 +299,15 @@ impl EntityBehavior for UserEntity {
             UserRequest::OpenSession(opening) => {
                 answer(state.open_session(opening, now), UserReply::Session)
             }
+            UserRequest::OpenPartnerSession {
+                link,
+                display_name,
+                opening,
+            } => answer(
+                state.open_partner_session(account.to_owned(), link, display_name, opening, now),
+                |(snapshot, created)| UserReply::PartnerSession { snapshot, created },
+            ),
+            UserRequest::Profile => (Some(profile_reply(state)), Vec::new()),
             UserRequest::SessionDetached {
                 session_id,
                 node_id,
@@ -411,6 +435,14 @@ fn apply_session_op(
             Ok(()) => (Some(UserReply::Done), Vec::new()),
             Err(error) => (Some(UserReply::Refused(error)), Vec::new()),
         },
+        SessionOp::Profile => (Some(profile_reply(state)), Vec::new()),
+    }
+}
+
+fn profile_reply(state: &UserState) -> UserReply {
+    match state.profile() {
+        Ok(profile) => UserReply::Profile(profile),
+        Err(error) => UserReply::Refused(error),
     }
 }
 

@@ -6,6 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
 
+/// The id of the one partner-registry entity. Partner sites are few and change rarely, so one
+/// entity holds them all and answers every lookup.
+pub const PARTNER_REGISTRY_ID: &str = "registry";
+
 /// One kind of entity; each entity is one actor, addressed by (kind, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntityKind {
@@ -23,6 +27,8 @@ pub enum EntityKind {
     Ledger,
     /// One mobile data-traffic share.
     Share,
+    /// The registry of partner sites whose users may log in (one entity, [`PARTNER_REGISTRY_ID`]).
+    Partner,
     /// A diagnostic entity that records what it receives: cluster checks and load tests use it
     /// to prove exactly-once, in-order delivery across nodes.
     Probe,
@@ -30,7 +36,7 @@ pub enum EntityKind {
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::User,
         Self::Session,
         Self::Gateway,
@@ -38,6 +44,7 @@ impl EntityKind {
         Self::Campaign,
         Self::Ledger,
         Self::Share,
+        Self::Partner,
         Self::Probe,
     ];
 
@@ -51,6 +58,7 @@ impl EntityKind {
             Self::Campaign => "campaign",
             Self::Ledger => "ledger",
             Self::Share => "share",
+            Self::Partner => "partner",
             Self::Probe => "probe",
         }
     }

@@ -153,10 +153,33 @@ pub struct Account {
     pub id: String,
     /// Shown to friends.
     pub display_name: String,
-    /// argon2id PHC string of the password.
+    /// argon2id PHC string of the password (empty for an account linked to a partner site,
+    /// which has no password here).
     pub password_hash: String,
     /// When it registered.
     pub created_unix_ms: u64,
+    /// The partner-site identity this account was created for (S2); `None` for an account
+    /// registered here.
+    #[serde(default)]
+    pub partner_link_opt: Option<PartnerLink>,
+}
+
+/// A user of a partner site, as the site names them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerLink {
+    /// The site.
+    pub site_id: String,
+    /// The site's canonical username.
+    pub username: String,
+}
+
+/// What anyone may learn about an account: that it exists, its name, and its partner link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Shown to friends.
+    pub display_name: String,
+    /// The partner identity, if the account is linked to one.
+    pub partner_link_opt: Option<PartnerLink>,
 }
 
 /// Everything one account's entity persists.
@@ -520,13 +543,78 @@ impl UserState {
             display_name,
             password_hash,
             created_unix_ms: now_unix_ms,
+            partner_link_opt: None,
         });
         Ok(((), vec![audit("account.registered", detail)]))
     }
 
+    /// Opens a session for a partner-site user whose credentials the site just verified,
+    /// creating the account linked to that identity on first use. Returns the session and
+    /// whether the account was created. The display name follows the site's.
+    pub fn open_partner_session(
+        &mut self,
+        account_id: String,
+        link: PartnerLink,
+        display_name: String,
+        opening: SessionOpening,
+        now_unix_ms: u64,
+    ) -> UserResult<(SessionSnapshot, bool)> {
+        let mut effects = Vec::new();
+        let created = match &mut self.account_opt {
+            Some(account) if account.partner_link_opt.as_ref() == Some(&link) => {
+                account.display_name.clone_from(&display_name);
+                false
+            }
+            Some(_) => {
+                return Err(UserError::Invalid {
+                    reason: "the account is not linked to this partner identity".to_owned(),
+                });
+            }
+            None => {
+                effects.push(audit(
+                    "account.linked",
+                    format!("site={} username={}", link.site_id, link.username),
+                ));
+                self.account_opt = Some(Account {
+                    id: account_id,
+                    display_name,
+                    password_hash: String::new(),
+                    created_unix_ms: now_unix_ms,
+                    partner_link_opt: Some(link),
+                });
+                true
+            }
+        };
+        match self.open_session(opening, now_unix_ms) {
+            Ok((snapshot, session_effects)) => {
+                effects.extend(session_effects);
+                Ok(((snapshot, created), effects))
+            }
+            Err(error) => {
+                if created {
+                    self.account_opt = None;
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// The account's public profile.
+    pub fn profile(&self) -> Result<Profile, UserError> {
+        let account = self.account()?;
+        Ok(Profile {
+            display_name: account.display_name.clone(),
+            partner_link_opt: account.partner_link_opt.clone(),
+        })
+    }
+
     /// The password hash to verify a login against, unless the account is locked out.
+    /// An account linked to a partner site has no password here: it logs in through its site.
     pub fn credential(&self, limit: LoginLimit, now_unix_ms: u64) -> Result<String, UserError> {
         let account = self.account()?;
+        if account.partner_link_opt.is_some() {
+            return Err(UserError::NoSuchAccount);
+        }
         let window_start = now_unix_ms.saturating_sub(limit.window_ms);
         let recent: Vec<u64> = self
             .failed_logins

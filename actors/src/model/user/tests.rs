@@ -319,6 +319,7 @@ fn register_once_then_account_exists() {
         display_name: "Alice".to_owned(),
         password_hash: "phc".to_owned(),
         created_unix_ms: 42,
+        partner_link_opt: None,
     };
     assert_eq!(state.account_opt.as_ref(), Some(&expected_account));
     assert_eq!(state.shown_status, Status::Offline);
@@ -2101,5 +2102,116 @@ fn pending_requests_are_capped_both_ways() {
         !popular
             .requests_in
             .contains_key(&format!("stranger{MAX_PENDING_REQUESTS}"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Partner-site accounts (S2)
+// ---------------------------------------------------------------------------------------------
+
+fn forum_link(username: &str) -> PartnerLink {
+    PartnerLink {
+        site_id: "forum".to_owned(),
+        username: username.to_owned(),
+    }
+}
+
+fn partner_opening(session_id: &str) -> SessionOpening {
+    opening(
+        session_id,
+        session_id,
+        "node-a",
+        SessionMode::Client,
+        key(&format!("key-{session_id}"), FAR_FUTURE_MS),
+    )
+}
+
+#[test]
+fn a_partner_login_creates_the_linked_account_once_and_reuses_it() {
+    let mut state = UserState::default();
+    let ((snapshot, created), effects) = state
+        .open_partner_session(
+            "forum~Bob".to_owned(),
+            forum_link("Bob"),
+            "Bob".to_owned(),
+            partner_opening("s1"),
+            10,
+        )
+        .unwrap();
+    assert!(created);
+    assert_eq!(snapshot.account, "forum~Bob");
+    assert!(effects.iter().any(|effect| matches!(
+        effect,
+        UserEffect::Audit { action: "account.linked", detail } if detail == "site=forum username=Bob"
+    )));
+    // A linked account has no password here: native login finds nothing to verify.
+    assert_eq!(state.credential(LIMIT, 11), Err(UserError::NoSuchAccount));
+
+    let ((snapshot, created), effects) = state
+        .open_partner_session(
+            "forum~Bob".to_owned(),
+            forum_link("Bob"),
+            "Bob B.".to_owned(),
+            partner_opening("s2"),
+            20,
+        )
+        .unwrap();
+    assert!(!created);
+    assert_eq!(snapshot.display_name, "Bob B.");
+    assert!(!effects.iter().any(|effect| matches!(
+        effect,
+        UserEffect::Audit {
+            action: "account.linked",
+            ..
+        }
+    )));
+    assert_eq!(state.sessions.len(), 2);
+    assert_eq!(
+        state.profile(),
+        Ok(Profile {
+            display_name: "Bob B.".to_owned(),
+            partner_link_opt: Some(forum_link("Bob")),
+        })
+    );
+}
+
+#[test]
+fn a_partner_login_never_takes_over_another_account() {
+    let mut native = registered("bob");
+    let before = native.clone();
+    assert!(matches!(
+        native.open_partner_session(
+            "bob".to_owned(),
+            forum_link("bob"),
+            "Bob".to_owned(),
+            partner_opening("s1"),
+            10,
+        ),
+        Err(UserError::Invalid { .. })
+    ));
+    assert_eq!(native, before);
+    let mut linked = UserState::default();
+    linked
+        .open_partner_session(
+            "forum~Bob".to_owned(),
+            forum_link("Bob"),
+            "Bob".to_owned(),
+            partner_opening("s1"),
+            10,
+        )
+        .unwrap();
+    assert!(matches!(
+        linked.open_partner_session(
+            "forum~Bob".to_owned(),
+            forum_link("Alice"),
+            "Alice".to_owned(),
+            partner_opening("s2"),
+            11,
+        ),
+        Err(UserError::Invalid { .. })
+    ));
+    assert_eq!(
+        UserState::default().profile(),
+        Err(UserError::NoSuchAccount)
     );
 }
