@@ -8,3 +8,7 @@ pub const CONFIG_ENV_PREFIX: &str = "LANMESH";
 
 /// Standard tracing filter; when set it replaces `log.filter`.
 pub const RUST_LOG: &str = "RUST_LOG";
+
+/// `lanmesh partner-demo`: the variable holding the reference site's shared secret, by
+/// default (`--secret-env` names another), so the secret never appears in a command line.
+pub const PARTNER_DEMO_SECRET: &str = "LANMESH_PARTNER_SECRET";

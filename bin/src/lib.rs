@@ -15,4 +15,5 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod node;
+pub mod partner;
 pub mod telemetry;
