@@ -17,6 +17,9 @@
 //!   `max_shared_friends`, `max_friend_requests_per_batch`
 //! - `auth.*`: `key_ttl_ms`, `max_failed_logins`, `failed_login_window_ms`,
 //!   `logins_per_minute_per_address`, `argon2_memory_kib`, `argon2_iterations`
+//! - `partners.*`: partner-site login — `secrets_key` (64 hex digits, secret),
+//!   `request_timeout_ms`, `max_answer_bytes`, `breaker_failures`, `breaker_open_ms`
+//! - `operator.token` [LANMESH__OPERATOR__TOKEN]: bearer token of the operator API (secret)
 //! - `log.format` (`human` | `json`), `log.filter` (tracing directives, default `info`)
 
 use crate::env_vars::CONFIG_ENV_PREFIX;
@@ -48,6 +51,10 @@ pub struct NodeConfig {
     pub auth: AuthSection,
     /// `storage.*`
     pub storage: StorageConfig,
+    /// `partners.*`
+    pub partners: PartnersSection,
+    /// `operator.*`
+    pub operator: OperatorSection,
     /// `log.*`
     pub log: LogSection,
 }
@@ -239,6 +246,56 @@ impl Default for AuthSection {
             argon2_iterations: 2,
         }
     }
+}
+
+/// A configured secret: read like any string, never printed.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("\"<redacted>\"")
+    }
+}
+
+/// `partners.*`: login with a partner site's account (S2).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PartnersSection {
+    /// `partners.secrets_key`: 64 hex digits, the same on every node of the cluster; seals
+    /// the secrets partner sites share with this server. Unset: no site can be registered or
+    /// used.
+    pub secrets_key: Option<SecretText>,
+    /// `partners.request_timeout_ms`: how long one call to a site may take.
+    pub request_timeout_ms: u64,
+    /// `partners.max_answer_bytes`: largest answer accepted from a site.
+    pub max_answer_bytes: usize,
+    /// `partners.breaker_failures`: failed calls in a row that open a site's breaker.
+    pub breaker_failures: u32,
+    /// `partners.breaker_open_ms`: how long an open breaker refuses calls.
+    pub breaker_open_ms: u64,
+}
+
+impl Default for PartnersSection {
+    fn default() -> Self {
+        Self {
+            secrets_key: None,
+            request_timeout_ms: 3_000,
+            max_answer_bytes: 256 * 1024,
+            breaker_failures: 5,
+            breaker_open_ms: 30_000,
+        }
+    }
+}
+
+/// `operator.*`: the operator HTTP API (`/api/v1/...`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperatorSection {
+    /// `operator.token`: the bearer token operators present, at least 32 characters. Unset:
+    /// the operator API answers 503.
+    pub token: Option<SecretText>,
 }
 
 /// Log output style.
@@ -440,6 +497,7 @@ impl NodeConfig {
             ));
         }
         self.validate_edge()?;
+        self.validate_partners()?;
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,
@@ -465,6 +523,45 @@ impl NodeConfig {
 }
 
 impl NodeConfig {
+    fn validate_partners(&self) -> Result<(), ConfigError> {
+        let partners = &self.partners;
+        if let Some(key) = &partners.secrets_key {
+            crate::partner::secret_box::SecretBox::from_hex(&key.0).map_err(|error| {
+                invalid("partners.secrets_key", "<redacted>", error.to_string())
+            })?;
+        }
+        check_range(
+            "partners.request_timeout_ms",
+            partners.request_timeout_ms,
+            50..=60_000,
+        )?;
+        check_range(
+            "partners.max_answer_bytes",
+            u64::try_from(partners.max_answer_bytes).unwrap_or(u64::MAX),
+            1024..=16 * 1024 * 1024,
+        )?;
+        check_range(
+            "partners.breaker_failures",
+            u64::from(partners.breaker_failures),
+            1..=1000,
+        )?;
+        check_range(
+            "partners.breaker_open_ms",
+            partners.breaker_open_ms,
+            100..=3_600_000,
+        )?;
+        if let Some(token) = &self.operator.token
+            && token.0.chars().count() < 32
+        {
+            return Err(invalid(
+                "operator.token",
+                "<redacted>",
+                "must be at least 32 characters; generate one with `openssl rand -hex 32`",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_edge(&self) -> Result<(), ConfigError> {
         let edge = &self.edge;
         let as_u64 = |value: usize| u64::try_from(value).unwrap_or(u64::MAX);
@@ -710,6 +807,46 @@ mod tests {
             .to_string();
         assert!(!message.contains("hunter2"), "{message}");
         assert!(message.contains("bus.amqp_url"), "{message}");
+    }
+
+    #[test]
+    fn partner_and_operator_secrets_are_checked_and_never_echoed() {
+        let key = "ab".repeat(32);
+        let config = load_env(&[
+            ("LANMESH__PARTNERS__SECRETS_KEY", key.as_str()),
+            (
+                "LANMESH__OPERATOR__TOKEN",
+                "operator-token-that-is-long-enough-0",
+            ),
+            ("LANMESH__PARTNERS__REQUEST_TIMEOUT_MS", "500"),
+        ])
+        .unwrap();
+        assert_eq!(config.raw.partners.request_timeout_ms, 500);
+        let printed = format!("{config:?}");
+        assert!(!printed.contains(&key), "{printed}");
+        assert!(!printed.contains("operator-token"), "{printed}");
+        for (variables, key_name) in [
+            (
+                [("LANMESH__PARTNERS__SECRETS_KEY", "not-hex-secret-value")],
+                "partners.secrets_key",
+            ),
+            (
+                [("LANMESH__OPERATOR__TOKEN", "short-secret-value")],
+                "operator.token",
+            ),
+        ] {
+            let message = load_env(&variables).unwrap_err().to_string();
+            assert!(message.contains(key_name), "{message}");
+            assert!(!message.contains("secret-value"), "{message}");
+        }
+        check_error(
+            &[("LANMESH__PARTNERS__BREAKER_FAILURES", "0")],
+            &["partners.breaker_failures", "between 1 and 1000"],
+        );
+        check_error(
+            &[("LANMESH__PARTNERS__MAX_ANSWER_BYTES", "10")],
+            &["partners.max_answer_bytes"],
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The node's HTTP listener: the client WebSocket `/ws`, health, readiness and metrics (the
-//! operator API will join them on the same `http.listen` address).
+//! The node's HTTP listener: the client WebSocket `/ws`, the operator API
+//! ([`crate::operator`]), health, readiness and metrics.
 
 use crate::edge::Edge;
+use crate::operator::OperatorAuth;
 use actix_web::dev::ServerHandle;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -50,16 +51,20 @@ pub fn serve(
     registry: Registry,
     readiness: ReadinessCheck,
     edge: Arc<Edge>,
+    operator_auth: OperatorAuth,
 ) -> std::io::Result<(ServerHandle, actix_web::dev::Server)> {
     let state = web::Data::new(HttpState {
         registry,
         readiness,
     });
     let edge = web::Data::new(edge);
+    let operator_auth = web::Data::new(operator_auth);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(edge.clone())
+            .app_data(operator_auth.clone())
+            .configure(crate::operator::configure)
             .route("/ws", web::get().to(crate::edge::connection::websocket))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))

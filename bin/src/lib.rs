@@ -15,5 +15,6 @@ pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod node;
+pub mod operator;
 pub mod partner;
 pub mod telemetry;

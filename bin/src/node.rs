@@ -14,8 +14,12 @@ use crate::config::ValidatedConfig;
 use crate::edge::auth::PasswordCost;
 use crate::edge::metrics::EdgeMetrics;
 use crate::edge::sessions::SessionTiming;
-use crate::edge::{Edge, EdgeDependencies, EdgeLimits};
+use crate::edge::{Edge, EdgeDependencies, EdgeLimits, PartnerServices};
+use crate::partner::breaker::BreakerPolicy;
+use crate::partner::client::{PartnerClient, PartnerClientSettings};
+use crate::partner::secret_box::SecretBox;
 use anyhow::Context;
+use lanmesh_actors::entities::partner::PartnerEntity;
 use lanmesh_actors::entities::probe::ProbeEntity;
 use lanmesh_actors::entities::user::UserEntity;
 use lanmesh_actors::host::entity_host::{EntityHost, HostConfig, HostDependencies, HostedKinds};
@@ -81,6 +85,29 @@ fn start_transport(config: &ValidatedConfig, node_id: &NodeId) -> Arc<dyn Transp
 }
 
 /// The edge's limits from `edge.*` and `auth.*`.
+fn partner_services(raw: &crate::config::NodeConfig) -> anyhow::Result<PartnerServices> {
+    let partners = &raw.partners;
+    let request_timeout = Duration::from_millis(partners.request_timeout_ms);
+    let client = PartnerClient::new(PartnerClientSettings {
+        request_timeout,
+        max_answer_bytes: partners.max_answer_bytes,
+        breaker: BreakerPolicy {
+            failure_threshold: partners.breaker_failures,
+            open_for: Duration::from_millis(partners.breaker_open_ms),
+            trial_timeout: request_timeout,
+        },
+    })
+    .context("cannot build the partner-site client")?;
+    let secret_box_opt = match &partners.secrets_key {
+        Some(key) => Some(SecretBox::from_hex(&key.0).context("partners.secrets_key")?),
+        None => None,
+    };
+    Ok(PartnerServices {
+        client: Arc::new(client),
+        secret_box_opt,
+    })
+}
+
 fn edge_limits(raw: &crate::config::NodeConfig) -> EdgeLimits {
     let edge = &raw.edge;
     let auth = &raw.auth;
@@ -154,6 +181,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             shard_map,
             messages: Arc::clone(&stores.messages),
             metrics: edge_metrics.clone(),
+            partners: partner_services(raw)?,
         },
         edge_limits(raw),
     )
@@ -200,7 +228,8 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         },
         HostedKinds::default()
             .with::<ProbeEntity>()
-            .with::<UserEntity>(),
+            .with::<UserEntity>()
+            .with::<PartnerEntity>(),
         HostConfig {
             passivate_after_idle: Duration::from_millis(raw.host.passivate_after_idle_ms),
             max_live_entities: raw.host.max_live_entities,
@@ -236,16 +265,23 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
     };
     let registry = {
         let transport_for_gauge = Arc::clone(&transport);
-        crate::metrics::node_registry(
+        let mut registry = crate::metrics::node_registry(
             transport.stats(),
             move || transport_for_gauge.is_ready(),
             &host_metrics,
             &edge_metrics,
-        )
+        );
+        edge.partners().client.register_metrics(&mut registry);
+        registry
     };
-    let (server_handle, server) =
-        crate::http::serve(config.http_listen, registry, readiness, Arc::clone(&edge))
-            .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
+    let (server_handle, server) = crate::http::serve(
+        config.http_listen,
+        registry,
+        readiness,
+        Arc::clone(&edge),
+        crate::operator::OperatorAuth::new(raw.operator.token.as_ref()),
+    )
+    .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
     let server_task = actix_web::rt::spawn(server);
     tracing::info!(listen = %config.http_listen, "serving http");
 

@@ -32,7 +32,7 @@ const PASSWORD: &str = "correct horse battery";
 /// How long a fresh cluster may take to settle.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an asynchronous effect (a push, a friendship) may take to show.
-const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const EVENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Silence that counts as "no more frames are coming".
 const QUIET: Duration = Duration::from_secs(2);
 /// Longest a quiet-period count may take in all.
@@ -61,7 +61,7 @@ impl Session {
 
 /// Closes every connection, then stops the cluster (a node still serving WebSockets waits
 /// for them for its whole HTTP shutdown timeout).
-async fn finish(cluster: TestCluster, clients: Vec<ImClient>) {
+pub(crate) async fn finish(cluster: TestCluster, clients: Vec<ImClient>) {
     for client in clients {
         client.close().await.expect("closes");
     }
@@ -70,7 +70,7 @@ async fn finish(cluster: TestCluster, clients: Vec<ImClient>) {
 
 /// Starts a settled cluster of `n_nodes` with cheap passwords and `settings` as
 /// `LANMESH__…` variables; `None` (after printing why) when no broker is configured.
-async fn start_cluster(
+pub(crate) async fn start_cluster(
     test_name: &str,
     n_nodes: usize,
     settings: &[(&str, &str)],
@@ -92,7 +92,7 @@ async fn start_cluster(
     Some(cluster)
 }
 
-fn address(cluster: &TestCluster, index: usize) -> String {
+pub(crate) fn address(cluster: &TestCluster, index: usize) -> String {
     cluster
         .node(index)
         .expect("node exists")
@@ -100,7 +100,7 @@ fn address(cluster: &TestCluster, index: usize) -> String {
         .clone()
 }
 
-async fn connect(address: &str) -> ImClient {
+pub(crate) async fn connect(address: &str) -> ImClient {
     ImClient::connect(address)
         .await
         .expect("connects and says hello")
@@ -297,7 +297,7 @@ async fn set_status(client: &mut ImClient, session: &Session, status: WireStatus
 }
 
 /// Asserts that `reply` is the error `code` and returns it.
-fn expect_error<R: std::fmt::Debug>(
+pub(crate) fn expect_error<R: std::fmt::Debug>(
     what: &str,
     reply: Result<R, ErrorBody>,
     code: ErrorCode,

@@ -12,3 +12,4 @@ mod amqp_recovery;
 mod cluster;
 mod im;
 mod node_process;
+mod partner;

@@ -6,8 +6,9 @@
 //! Environment (all optional):
 //! - `LANMESH_TEST_AMQP_URL`: the RabbitMQ to test against. Unset: broker tests print why they
 //!   skip and pass, unless `LANMESH_TEST_REQUIRE_BROKER=1` (set by CI) makes that a failure.
-//! - `LANMESH_NODE_BIN`: path of the `lanmesh-node` binary; by default it is looked up next to
-//!   the test binary in the cargo target directory.
+//! - `LANMESH_NODE_BIN`, `LANMESH_CLI_BIN`: paths of the `lanmesh-node` and `lanmesh`
+//!   binaries; by default they are looked up next to the test binary in the cargo target
+//!   directory.
 
 mod test_cluster;
 
@@ -23,6 +24,8 @@ pub const AMQP_URL_VAR: &str = "LANMESH_TEST_AMQP_URL";
 pub const REQUIRE_BROKER_VAR: &str = "LANMESH_TEST_REQUIRE_BROKER";
 /// Variable overriding the node binary's path.
 pub const NODE_BIN_VAR: &str = "LANMESH_NODE_BIN";
+/// Variable overriding the `lanmesh` CLI binary's path.
+pub const CLI_BIN_VAR: &str = "LANMESH_CLI_BIN";
 
 /// The broker URL for this test run, or `None` after printing why the test is skipped.
 ///
@@ -64,19 +67,30 @@ pub fn unique_cluster_name(test_name: &str) -> String {
 
 /// The `lanmesh-node` binary built alongside this test binary.
 pub fn node_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var(NODE_BIN_VAR) {
+    workspace_binary("lanmesh-node", NODE_BIN_VAR)
+}
+
+/// The `lanmesh` command-line binary (operator tools, the reference partner site).
+pub fn cli_binary() -> anyhow::Result<PathBuf> {
+    workspace_binary("lanmesh", CLI_BIN_VAR)
+}
+
+/// The binary `name` of this workspace: `override_var` when set, else the one built next to
+/// this test binary.
+fn workspace_binary(name: &str, override_var: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var(override_var) {
         return Ok(PathBuf::from(path));
     }
     let test_binary = std::env::current_exe().context("locating the test binary")?;
-    // target/<profile>/deps/it-<hash> → target/<profile>/lanmesh-node
+    // target/<profile>/deps/it-<hash> → target/<profile>/<name>
     let profile_dir = test_binary
         .parent()
         .and_then(|deps| deps.parent())
         .context("test binary has no target directory")?;
-    let candidate = profile_dir.join("lanmesh-node");
+    let candidate = profile_dir.join(name);
     if !candidate.exists() {
         bail!(
-            "{} not found: build it first (`cargo build -p lanmesh --bin lanmesh-node`; the README's test command does) or set {NODE_BIN_VAR}",
+            "{} not found: build it first (`cargo build -p lanmesh --bins`; the README's test command does) or set {override_var}",
             candidate.display()
         );
     }

@@ -104,26 +104,16 @@ pub struct IssuedKey {
     pub secret_hash: String,
 }
 
-fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
-            let _ = write!(text, "{byte:02x}");
-            text
-        })
-}
-
 /// Hex SHA-256 of a key's secret.
 pub fn hash_secret(secret: &str) -> String {
-    to_hex(&Sha256::digest(secret.as_bytes()))
+    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// Issues a key for `session_id` of `account`.
 pub fn issue_key(account: &str, session_id: &str) -> Result<IssuedKey, getrandom::Error> {
     let mut secret_bytes = [0_u8; SECRET_BYTES];
     getrandom::fill(&mut secret_bytes)?;
-    let secret = to_hex(&secret_bytes);
+    let secret = hex::encode(secret_bytes);
     Ok(IssuedKey {
         text: format!("{account}:{session_id}:{secret}"),
         secret_hash: hash_secret(&secret),
@@ -140,7 +130,7 @@ pub fn parse_key(text: &str) -> Option<ParsedKey> {
     };
     let secret_ok =
         secret.len() == SECRET_BYTES * 2 && secret.bytes().all(|b| b.is_ascii_hexdigit());
-    if validate_username(account).is_err()
+    if validate_account_id(account).is_err()
         || session_id.is_empty()
         || session_id.len() > 64
         || !secret_ok
@@ -171,6 +161,22 @@ pub fn validate_username(username: &str) -> Result<String, String> {
         Err(format!(
             "username {username:?} must be 3-32 characters of a-z, 0-9, '.', '_', '-' and start with a letter or digit"
         ))
+    }
+}
+
+/// Checks an account id: a native account's canonical username, or `SITE~USERNAME` for an
+/// account linked to a partner site (kept as it is: the site's usernames may use capitals).
+pub fn validate_account_id(account: &str) -> Result<String, String> {
+    if account.contains(crate::partner::identity::ACCOUNT_SEPARATOR) {
+        crate::partner::identity::split_linked_account(account)
+            .map(|_| account.to_owned())
+            .ok_or_else(|| {
+                format!(
+                    "account {account:?} is neither a username nor SITE~USERNAME of a partner site"
+                )
+            })
+    } else {
+        validate_username(account)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod connection;
 pub mod metrics;
 pub mod ops;
+pub mod partner_ops;
 pub mod protocol;
 pub mod sessions;
 
@@ -19,6 +20,8 @@ use crate::edge::auth::{AddressLimiter, PasswordCost};
 use crate::edge::metrics::EdgeMetrics;
 use crate::edge::protocol::{ErrorBody, ErrorCode};
 use crate::edge::sessions::{Deliver, DetachNotice, SessionRegistry, SessionTiming};
+use crate::partner::client::PartnerClient;
+use crate::partner::secret_box::SecretBox;
 use lanmesh_actors::entities::user::{self, UserReply, UserRequest};
 use lanmesh_actors::host::push::SessionPushes;
 use lanmesh_actors::model::entity_kind::EntityKind;
@@ -29,6 +32,8 @@ use lanmesh_bus::{
     Delivery, Destination, Envelope, HandlerOutcome, NodeId, PublishOptions, Transport,
 };
 use lanmesh_storage::MessageStore;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -83,6 +88,17 @@ pub struct EdgeDependencies {
     pub messages: Arc<dyn MessageStore>,
     /// The edge's metrics.
     pub metrics: EdgeMetrics,
+    /// Partner-site login.
+    pub partners: PartnerServices,
+}
+
+/// What partner-site login needs on every node: the client of the sites and the key that
+/// seals their secrets (`None` when `partners.secrets_key` is unset: partner login is off).
+pub struct PartnerServices {
+    /// Calls to partner sites (shared with the tasks that push posts after a login).
+    pub client: Arc<PartnerClient>,
+    /// Seals and opens the secrets sites share with this server.
+    pub secret_box_opt: Option<SecretBox>,
 }
 
 /// The edge of one node, shared by its connections.
@@ -140,16 +156,22 @@ impl Edge {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// `request` as an envelope to `account`'s entity, and the shard it goes to.
-    fn user_envelope(
+    /// The partner-site services.
+    pub fn partners(&self) -> &PartnerServices {
+        &self.deps.partners
+    }
+
+    /// `request` as an envelope to entity `id` of `kind`, and the shard it goes to.
+    fn entity_envelope<R: Serialize>(
         &self,
-        account: &str,
-        request: &UserRequest,
+        kind: EntityKind,
+        id: &str,
+        request: &R,
     ) -> Result<(Destination, Envelope), ErrorBody> {
-        let target = EntityKind::User
-            .address(account)
+        let target = kind
+            .address(id)
             .map_err(|error| ErrorBody::new(ErrorCode::BadRequest, error.to_string()))?;
-        let payload = user::encode(request).map_err(|error| {
+        let payload = lanmesh_actors::entities::encode(request).map_err(|error| {
             ErrorBody::new(ErrorCode::BadRequest, format!("request too large: {error}"))
         })?;
         let destination = Destination::Shard(self.deps.shard_map.shard_for(&target));
@@ -159,15 +181,16 @@ impl Edge {
         ))
     }
 
-    /// Asks an account's entity and waits for its answer. `msg_id_opt` makes a retried
-    /// client request the same message (the entity answers it once).
-    pub async fn ask_user(
+    /// Asks entity `id` of `kind` and waits for its answer. `msg_id_opt` makes a retried
+    /// request the same message (the entity answers it once).
+    pub async fn ask_entity<R: Serialize, A: DeserializeOwned>(
         &self,
-        account: &str,
-        request: &UserRequest,
+        kind: EntityKind,
+        id: &str,
+        request: &R,
         msg_id_opt: Option<Uuid>,
-    ) -> Result<UserReply, ErrorBody> {
-        let (destination, mut envelope) = self.user_envelope(account, request)?;
+    ) -> Result<A, ErrorBody> {
+        let (destination, mut envelope) = self.entity_envelope(kind, id, request)?;
         if let Some(msg_id) = msg_id_opt {
             envelope.msg_id = msg_id;
         }
@@ -181,21 +204,33 @@ impl Edge {
             .request(&destination, envelope, &policy)
             .await
             .map_err(|error| {
-                tracing::warn!(account, error = %error, "user entity did not answer");
+                tracing::warn!(%kind, id, error = %error, "entity did not answer");
                 ErrorBody::new(
                     ErrorCode::Unavailable,
                     "the service did not answer in time; retrying is safe",
                 )
             })?;
-        user::decode(&reply.payload).map_err(|error| {
-            tracing::error!(account, error = %error, "undecodable reply from a user entity");
+        lanmesh_actors::entities::decode(&reply.payload).map_err(|error| {
+            tracing::error!(%kind, id, error = %error, "undecodable reply from an entity");
             ErrorBody::new(ErrorCode::Unavailable, "unexpected answer from the service")
         })
     }
 
+    /// Asks an account's entity and waits for its answer.
+    pub async fn ask_user(
+        &self,
+        account: &str,
+        request: &UserRequest,
+        msg_id_opt: Option<Uuid>,
+    ) -> Result<UserReply, ErrorBody> {
+        self.ask_entity(EntityKind::User, account, request, msg_id_opt)
+            .await
+    }
+
     /// Sends a one-way request to an account's entity (best effort, logged on failure).
     pub async fn tell_user(&self, account: &str, request: &UserRequest) {
-        let (destination, envelope) = match self.user_envelope(account, request) {
+        let (destination, envelope) = match self.entity_envelope(EntityKind::User, account, request)
+        {
             Ok(addressed) => addressed,
             Err(error) => {
                 tracing::warn!(account, error = %error.message, "cannot tell a user entity");

@@ -4,6 +4,7 @@
 
 use crate::edge::Edge;
 use crate::edge::auth::{self, ParsedKey};
+use crate::edge::partner_ops;
 use crate::edge::protocol::{
     CallSignalRequest, ClientFrame, ContactsReply, ConversationKind, ConversationOpenReply,
     ConversationOpenRequest, ErrorBody, ErrorCode, FriendAnswerRequest, FriendRemoveRequest,
@@ -81,9 +82,9 @@ pub struct FrameReply {
     pub is_error: bool,
 }
 
-type OpResult = Result<rmpv::Value, ErrorBody>;
+pub(super) type OpResult = Result<rmpv::Value, ErrorBody>;
 
-fn bad_request(message: impl Into<String>) -> ErrorBody {
+pub(super) fn bad_request(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::BadRequest, message)
 }
 
@@ -97,7 +98,7 @@ fn body<T: DeserializeOwned>(op: &str, value: &rmpv::Value) -> Result<T, ErrorBo
 }
 
 /// A reply body as a MessagePack value with named fields (as every frame has).
-fn value<T: Serialize>(reply: &T) -> OpResult {
+pub(super) fn value<T: Serialize>(reply: &T) -> OpResult {
     let encoded = rmp_serde::to_vec_named(reply)
         .map_err(|error| error.to_string())
         .and_then(|bytes| {
@@ -114,7 +115,7 @@ fn empty() -> OpResult {
 }
 
 /// Maps an entity's refusal to a client error.
-fn refusal(error: UserError) -> ErrorBody {
+pub(super) fn refusal(error: UserError) -> ErrorBody {
     match error {
         UserError::NoSuchAccount => ErrorBody::new(ErrorCode::KeyInvalid, "no such account"),
         UserError::AccountExists => {
@@ -146,7 +147,7 @@ fn refusal(error: UserError) -> ErrorBody {
     }
 }
 
-fn unexpected(reply: &UserReply) -> ErrorBody {
+pub(super) fn unexpected(reply: &UserReply) -> ErrorBody {
     tracing::error!(reply = ?reply, "unexpected reply from a user entity");
     ErrorBody::new(ErrorCode::Unavailable, "unexpected answer from the service")
 }
@@ -202,6 +203,9 @@ async fn dispatch(
     match op {
         "account.register" => register(edge, body(op, &body_value)?).await,
         "session.login" => login(edge, context, body(op, &body_value)?).await,
+        "session.partner_login" => {
+            partner_ops::partner_login(edge, context, body(op, &body_value)?).await
+        }
         _ => {
             let key = authenticate(key_opt)?;
             authed(edge, context, op, &key, body_value).await
@@ -279,11 +283,12 @@ async fn register(edge: &Edge, request: RegisterRequest) -> OpResult {
     }
 }
 
-fn login_failed() -> ErrorBody {
+pub(super) fn login_failed() -> ErrorBody {
     ErrorBody::new(ErrorCode::LoginFailed, "wrong username or password")
 }
 
-async fn login(edge: &Edge, context: &ConnectionContext, request: LoginRequest) -> OpResult {
+/// Refuses a login from an address that tried too often.
+pub(super) fn check_login_rate(edge: &Edge, context: &ConnectionContext) -> Result<(), ErrorBody> {
     if let Some(peer_ip) = context.peer_ip_opt
         && let Err(wait) = edge
             .address_limiter
@@ -295,11 +300,85 @@ async fn login(edge: &Edge, context: &ConnectionContext, request: LoginRequest) 
             ..ErrorBody::new(ErrorCode::RateLimited, "too many logins from this address")
         });
     }
-    let device_ok = (1..=64).contains(&request.device.len())
-        && request.device.chars().all(|c| c.is_ascii_graphic());
-    if !device_ok {
-        return Err(bad_request("device is 1 to 64 printable ASCII characters"));
+    Ok(())
+}
+
+pub(super) fn check_device(device: &str) -> Result<(), ErrorBody> {
+    let device_ok =
+        (1..=64).contains(&device.len()) && device.chars().all(|c| c.is_ascii_graphic());
+    if device_ok {
+        Ok(())
+    } else {
+        Err(bad_request("device is 1 to 64 printable ASCII characters"))
     }
+}
+
+/// A session about to be opened for a verified login, with its new key.
+pub(super) struct PendingLogin {
+    /// What the account's entity is asked to open.
+    pub opening: SessionOpening,
+    issued: auth::IssuedKey,
+    expires_at_ms: u64,
+}
+
+/// Issues a key for `account` and describes the session to open on `device`.
+pub(super) fn prepare_login(
+    edge: &Edge,
+    account: &str,
+    device: String,
+    mode: Mode,
+) -> Result<PendingLogin, ErrorBody> {
+    let new_session_id = Uuid::new_v4().simple().to_string();
+    let issued = auth::issue_key(account, &new_session_id)
+        .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "no randomness for a key"))?;
+    let expires_at_ms = now_unix_ms()
+        .saturating_add(u64::try_from(edge.limits.key_ttl.as_millis()).unwrap_or(u64::MAX));
+    let opening = SessionOpening {
+        new_session_id,
+        device,
+        node_id: edge.deps.node_id.to_string(),
+        mode: match mode {
+            Mode::Client => SessionMode::Client,
+            Mode::Widget => SessionMode::Widget,
+        },
+        key: KeyRecord {
+            hash: issued.secret_hash.clone(),
+            expires_at_unix_ms: expires_at_ms,
+        },
+    };
+    Ok(PendingLogin {
+        opening,
+        issued,
+        expires_at_ms,
+    })
+}
+
+/// Attaches the opened session to the connection and answers the login.
+pub(super) fn complete_login(
+    edge: &Edge,
+    context: &ConnectionContext,
+    account: &str,
+    pending: PendingLogin,
+    snapshot: SessionSnapshot,
+) -> SessionReply {
+    // A reused session has its own id: the key must name it.
+    let new_session_id = &pending.opening.new_session_id;
+    let key_text = if snapshot.session_id == *new_session_id {
+        pending.issued.text
+    } else {
+        pending.issued.text.replacen(
+            &format!(":{new_session_id}:"),
+            &format!(":{}:", snapshot.session_id),
+            1,
+        )
+    };
+    attach(edge, context, account, &snapshot.session_id);
+    session_reply(account, snapshot, Some((key_text, pending.expires_at_ms)))
+}
+
+async fn login(edge: &Edge, context: &ConnectionContext, request: LoginRequest) -> OpResult {
+    check_login_rate(edge, context)?;
+    check_device(&request.device)?;
     let Ok(account) = auth::validate_username(&request.username) else {
         edge.deps.metrics.login_failures.inc();
         return Err(login_failed());
@@ -330,48 +409,20 @@ async fn login(edge: &Edge, context: &ConnectionContext, request: LoginRequest) 
         }
         return Err(login_failed());
     }
-    let new_session_id = Uuid::new_v4().simple().to_string();
-    let issued = auth::issue_key(&account, &new_session_id)
-        .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "no randomness for a key"))?;
-    let expires_at_ms = now_unix_ms()
-        .saturating_add(u64::try_from(edge.limits.key_ttl.as_millis()).unwrap_or(u64::MAX));
-    let opening = SessionOpening {
-        new_session_id: new_session_id.clone(),
-        device: request.device,
-        node_id: edge.deps.node_id.to_string(),
-        mode: match request.mode {
-            Mode::Client => SessionMode::Client,
-            Mode::Widget => SessionMode::Widget,
-        },
-        key: KeyRecord {
-            hash: issued.secret_hash,
-            expires_at_unix_ms: expires_at_ms,
-        },
-    };
+    let pending = prepare_login(edge, &account, request.device, request.mode)?;
     let snapshot = match edge
-        .ask_user(&account, &UserRequest::OpenSession(opening), None)
+        .ask_user(
+            &account,
+            &UserRequest::OpenSession(pending.opening.clone()),
+            None,
+        )
         .await?
     {
         UserReply::Session(snapshot) => snapshot,
         UserReply::Refused(error) => return Err(refusal(error)),
         other => return Err(unexpected(&other)),
     };
-    // A reused session has its own id: the key must name it.
-    let key_text = if snapshot.session_id == new_session_id {
-        issued.text
-    } else {
-        issued.text.replacen(
-            &format!(":{new_session_id}:"),
-            &format!(":{}:", snapshot.session_id),
-            1,
-        )
-    };
-    attach(edge, context, &account, &snapshot.session_id);
-    value(&session_reply(
-        &account,
-        snapshot,
-        Some((key_text, expires_at_ms)),
-    ))
+    value(&complete_login(edge, context, &account, pending, snapshot))
 }
 
 fn attach(edge: &Edge, context: &ConnectionContext, account: &str, session_id: &str) {
@@ -425,6 +476,7 @@ fn session_reply(
             .map(|(from, hint)| wire_hint(from, hint))
             .collect(),
         requests_in: wire_requests(snapshot.requests_in),
+        account_created: false,
     }
 }
 
@@ -442,7 +494,7 @@ fn wire_requests(requests: BTreeMap<String, IncomingRequest>) -> Vec<WireRequest
 }
 
 fn check_account(account: &str) -> Result<String, ErrorBody> {
-    auth::validate_username(account).map_err(bad_request)
+    auth::validate_account_id(account).map_err(bad_request)
 }
 
 fn check_accounts(accounts: &[String], limit: usize, what: &str) -> Result<(), ErrorBody> {
@@ -492,6 +544,10 @@ async fn authed(
     body_value: rmpv::Value,
 ) -> OpResult {
     match op {
+        "partner.contacts" => {
+            partner_ops::partner_contacts(edge, key, body(op, &body_value)?).await
+        }
+        "partner.posts" => partner_ops::partner_posts(edge, key, body(op, &body_value)?).await,
         "session.resume" => {
             let resume = SessionOp::Resume {
                 node_id: edge.deps.node_id.to_string(),

@@ -96,6 +96,28 @@ pub enum ErrorCode {
     MessageIdReused,
     /// The service could not answer in time; retrying is safe.
     Unavailable,
+    /// No partner site has this id.
+    UnknownSite,
+    /// The partner site is registered but disabled.
+    SiteDisabled,
+    /// The partner site has not authorised this IM server.
+    PartnerRejectedServer,
+    /// The partner site found the request's signature wrong.
+    PartnerBadSignature,
+    /// The partner site found the request's timestamp outside its window.
+    PartnerStaleTimestamp,
+    /// The partner site saw the request's nonce before (a replay).
+    PartnerReplayedNonce,
+    /// The partner site refused the request as malformed or for an unknown user.
+    PartnerRejectedRequest,
+    /// The partner site did not answer in time.
+    PartnerTimeout,
+    /// The partner site cannot be reached or failed (HTTP 5xx).
+    PartnerUnreachable,
+    /// The partner site failed recently; calls to it resume after `retry_after_ms`.
+    PartnerCircuitOpen,
+    /// The partner site's answer was too large, malformed, unsigned or not for this request.
+    PartnerBadAnswer,
 }
 
 /// `hello`: negotiates the protocol version.
@@ -245,6 +267,83 @@ pub struct SessionReply {
     pub unread: Vec<WireHint>,
     /// Friend requests waiting for an answer.
     pub requests_in: Vec<WireRequest>,
+    /// Partner login only: whether this login created the linked account.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub account_created: bool,
+}
+
+/// `session.partner_login`: log in with a partner site's account.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PartnerLoginRequest {
+    /// The partner site's id.
+    pub site: String,
+    /// The username on the site.
+    pub username: String,
+    /// The password on the site (sent to the site only, never stored).
+    pub password: String,
+    /// A stable id of the device.
+    pub device: String,
+    /// `client` (default) or `widget`.
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+}
+
+/// `partner.contacts` and `partner.posts`: one page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct PartnerPageRequest {
+    /// Where to continue (`next_cursor` of the previous page); absent for the first page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Most items wanted; default and maximum depend on the operation.
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// A contact of the user on the partner site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePartnerContact {
+    /// Their username on the site.
+    pub username: String,
+    /// Their display name on the site.
+    pub display_name: String,
+    /// Their IM account when they have logged in here too: a friend suggestion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+}
+
+/// Reply to `partner.contacts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerContactsReply {
+    /// The page.
+    pub contacts: Vec<WirePartnerContact>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A post published on the partner site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePartnerPost {
+    /// The site's id of the post.
+    pub post_id: String,
+    /// The author's username on the site.
+    pub author: String,
+    /// The text.
+    pub text: String,
+    /// When it was published (Unix ms).
+    pub published_at_ms: u64,
+}
+
+/// Reply to `partner.posts`, and the `partner.posts` push after a partner login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerPostsReply {
+    /// The site.
+    pub site: String,
+    /// The page, newest first.
+    pub posts: Vec<WirePartnerPost>,
+    /// Where the next page starts; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Reply to `session.refresh`.

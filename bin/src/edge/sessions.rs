@@ -73,6 +73,19 @@ pub struct Detach(pub u64);
 #[rtype(result = "()")]
 pub struct Deliver(pub SessionPush);
 
+/// An encoded push frame for the session's clients (pushes that do not come from entities).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SendFrame(pub Vec<u8>);
+
+impl Handler<SendFrame> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, SendFrame(frame): SendFrame, _context: &mut Context<Self>) {
+        self.send_frame(&frame);
+    }
+}
+
 impl SessionActor {
     fn send_frame(&mut self, frame: &[u8]) {
         self.connections.retain(
