@@ -139,8 +139,8 @@ fn edge_limits(raw: &crate::config::NodeConfig) -> EdgeLimits {
     }
 }
 
-/// Waits for SIGTERM or SIGINT.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
+/// Waits for SIGTERM or SIGINT; says which.
+pub async fn shutdown_signal() -> anyhow::Result<&'static str> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;

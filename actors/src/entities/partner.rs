@@ -106,3 +106,92 @@ impl EntityBehavior for PartnerEntity {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::behavior::OwnerStamp;
+    use uuid::Uuid;
+
+    fn handle(state: &mut PartnerRegistry, request: &PartnerRequest) -> (PartnerReply, Effects) {
+        let owner = OwnerStamp {
+            node_id: "node-a".to_owned(),
+            epoch: 1,
+        };
+        let payload = encode(request).unwrap();
+        let message = IncomingMessage {
+            entity_id: crate::model::entity_kind::PARTNER_REGISTRY_ID,
+            msg_id: Uuid::now_v7(),
+            sender_entity_opt: None,
+            payload: &payload,
+            owner: &owner,
+            now_unix_ms: 1_000,
+        };
+        let effects = PartnerEntity::handle(state, &message).unwrap();
+        let reply = decode(effects.reply_opt.as_deref().unwrap()).unwrap();
+        (reply, effects)
+    }
+
+    fn save(enabled: bool, secret_opt: Option<&[u8]>) -> PartnerRequest {
+        PartnerRequest::SaveSite {
+            site_id: "forum".to_owned(),
+            change: SiteChange {
+                display_name: "Forum".to_owned(),
+                endpoint_url: "https://forum.example".to_owned(),
+                sealed_secret_opt: secret_opt.map(<[u8]>::to_vec),
+                enabled,
+                expected_revision_opt: None,
+            },
+        }
+    }
+
+    #[test]
+    fn changes_are_saved_and_audited_and_lookups_change_nothing() {
+        let mut registry = PartnerRegistry::default();
+        let (reply, effects) = handle(&mut registry, &save(true, Some(b"sealed-bytes")));
+        assert!(matches!(reply, PartnerReply::Saved(ref site) if site.revision == 1));
+        assert!(effects.state_changed);
+        let [note] = effects.audit.as_slice() else {
+            panic!("one audit note: {:?}", effects.audit);
+        };
+        assert_eq!(note.action, "partner.site_added");
+        assert!(!note.detail.contains("sealed-bytes"), "{}", note.detail);
+
+        let (reply, effects) = handle(
+            &mut registry,
+            &PartnerRequest::SetServerId {
+                server_id: "im-1".to_owned(),
+            },
+        );
+        assert_eq!(reply, PartnerReply::Done);
+        assert!(effects.state_changed && effects.audit.len() == 1);
+
+        let lookup = PartnerRequest::Lookup {
+            site_id: "forum".to_owned(),
+        };
+        let (reply, effects) = handle(&mut registry, &lookup);
+        assert!(matches!(
+            reply,
+            PartnerReply::Found { ref server_id_opt, ref site } if server_id_opt.as_deref() == Some("im-1") && site.enabled
+        ));
+        assert!(!effects.state_changed && effects.audit.is_empty());
+
+        let (reply, effects) = handle(&mut registry, &save(false, None));
+        assert!(
+            matches!(reply, PartnerReply::Saved(ref site) if !site.enabled && site.sealed_secret == b"sealed-bytes")
+        );
+        assert!(effects.state_changed);
+
+        let unknown = PartnerRequest::Lookup {
+            site_id: "nope".to_owned(),
+        };
+        let (reply, effects) = handle(&mut registry, &unknown);
+        assert!(matches!(
+            reply,
+            PartnerReply::Refused(RegistryError::UnknownSite { .. })
+        ));
+        assert!(!effects.state_changed);
+        let (reply, _) = handle(&mut registry, &PartnerRequest::List);
+        assert!(matches!(reply, PartnerReply::Registry(ref all) if all.sites.len() == 1));
+    }
+}

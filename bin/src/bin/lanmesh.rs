@@ -132,24 +132,13 @@ async fn run_partner_demo(config: DemoSiteConfig, listen: SocketAddr) -> anyhow:
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
     drop(stdout);
-    let signal = shutdown_signal().await;
+    let signal = lanmesh::node::shutdown_signal().await;
     match &signal {
         Ok(name) => tracing::info!(signal = name, "shutting down"),
         Err(error) => tracing::error!(error = format!("{error:#}"), "cannot wait for signals"),
     }
     site.stop().await;
     signal.map(|_| ())
-}
-
-/// Waits for SIGTERM or SIGINT; says which.
-async fn shutdown_signal() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
-    Ok(tokio::select! {
-        _ = terminate.recv() => "SIGTERM",
-        _ = interrupt.recv() => "SIGINT",
-    })
 }
 
 async fn print_password_hash() -> anyhow::Result<()> {

@@ -11,8 +11,8 @@ use crate::partner::breaker::{BreakerPolicy, CircuitBreaker};
 use crate::partner::identity::validate_partner_username;
 use crate::partner::signing;
 use crate::partner::wire::{
-    AnswerHead, AnswerResult, CONTACTS_PATH, ContactsPage, ContactsRequest, MAX_CURSOR_BYTES,
-    MAX_DISPLAY_NAME_CHARS, MAX_POST_TEXT_BYTES, POSTS_PATH, PostsPage, PostsRequest, Refusal,
+    AnswerHead, AnswerResult, CONTACTS_PATH, ContactsPage, MAX_CURSOR_BYTES,
+    MAX_DISPLAY_NAME_CHARS, MAX_POST_TEXT_BYTES, POSTS_PATH, PageRequest, PostsPage, Refusal,
     RefusalReason, SIGNATURE_HEADER, VERIFY_PATH, VerifyAdmitted, VerifyRequest,
 };
 use prometheus_client::encoding::EncodeLabelSet;
@@ -267,17 +267,7 @@ impl PartnerClient {
         cursor_opt: Option<String>,
         limit: u32,
     ) -> Result<ContactsPage, PartnerError> {
-        let (timestamp, nonce) = stamp()?;
-        let request = ContactsRequest {
-            server_id: site.server_id.clone(),
-            site_id: site.site_id.clone(),
-            timestamp,
-            nonce,
-            username: username.to_owned(),
-            cursor: cursor_opt,
-            limit,
-        };
-        self.call(site, CONTACTS_PATH, &request, &request.nonce, limit)
+        self.page(site, CONTACTS_PATH, username, cursor_opt, limit)
             .await
     }
 
@@ -289,8 +279,20 @@ impl PartnerClient {
         cursor_opt: Option<String>,
         limit: u32,
     ) -> Result<PostsPage, PartnerError> {
+        self.page(site, POSTS_PATH, username, cursor_opt, limit)
+            .await
+    }
+
+    async fn page<A: CheckedAnswer>(
+        &self,
+        site: &SiteAccess,
+        path: &str,
+        username: &str,
+        cursor_opt: Option<String>,
+        limit: u32,
+    ) -> Result<A, PartnerError> {
         let (timestamp, nonce) = stamp()?;
-        let request = PostsRequest {
+        let request = PageRequest {
             server_id: site.server_id.clone(),
             site_id: site.site_id.clone(),
             timestamp,
@@ -299,8 +301,7 @@ impl PartnerClient {
             cursor: cursor_opt,
             limit,
         };
-        self.call(site, POSTS_PATH, &request, &request.nonce, limit)
-            .await
+        self.call(site, path, &request, &request.nonce, limit).await
     }
 
     fn breaker<T>(&self, site_id: &str, use_breaker: impl FnOnce(&mut CircuitBreaker) -> T) -> T {

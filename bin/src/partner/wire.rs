@@ -46,9 +46,10 @@ pub struct VerifyRequest {
     pub password: String,
 }
 
-/// Asks the site for one page of a user's contacts.
+/// Asks the site for one page: of a user's contacts (`/contacts`) or of the posts chosen for a
+/// user, newest first (`/posts`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContactsRequest {
+pub struct PageRequest {
     /// The IM server asking.
     pub server_id: String,
     /// The site asked.
@@ -57,30 +58,12 @@ pub struct ContactsRequest {
     pub timestamp: u64,
     /// 32 hex digits, never reused.
     pub nonce: String,
-    /// The site's canonical username (from the verify answer).
+    /// The site's canonical username (from the verify answer): whose contacts, or the reader
+    /// the posts are chosen for.
     pub username: String,
     /// Where to continue; `None` for the first page.
     pub cursor: Option<String>,
-    /// Most contacts wanted (at most [`MAX_CONTACTS_PAGE`]).
-    pub limit: u32,
-}
-
-/// Asks the site for one page of posts for a user, newest first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PostsRequest {
-    /// The IM server asking.
-    pub server_id: String,
-    /// The site asked.
-    pub site_id: String,
-    /// Unix seconds when the request was made.
-    pub timestamp: u64,
-    /// 32 hex digits, never reused.
-    pub nonce: String,
-    /// The site's canonical username: the reader the posts are chosen for.
-    pub username: String,
-    /// Where to continue; `None` for the first page.
-    pub cursor: Option<String>,
-    /// Most posts wanted (at most [`MAX_POSTS_PAGE`]).
+    /// Most items wanted (at most [`MAX_CONTACTS_PAGE`] or [`MAX_POSTS_PAGE`]).
     pub limit: u32,
 }
 

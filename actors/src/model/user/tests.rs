@@ -2126,18 +2126,26 @@ fn partner_opening(session_id: &str) -> SessionOpening {
     )
 }
 
+/// Opens a session for forum user `username` on account `forum~Bob`.
+fn open_as_forum_user(
+    state: &mut UserState,
+    username: &str,
+    session_id: &str,
+    now_unix_ms: u64,
+) -> UserResult<(SessionSnapshot, bool)> {
+    state.open_partner_session(
+        "forum~Bob".to_owned(),
+        forum_link(username),
+        username.to_owned(),
+        partner_opening(session_id),
+        now_unix_ms,
+    )
+}
+
 #[test]
 fn a_partner_login_creates_the_linked_account_once_and_reuses_it() {
     let mut state = UserState::default();
-    let ((snapshot, created), effects) = state
-        .open_partner_session(
-            "forum~Bob".to_owned(),
-            forum_link("Bob"),
-            "Bob".to_owned(),
-            partner_opening("s1"),
-            10,
-        )
-        .unwrap();
+    let ((snapshot, created), effects) = open_as_forum_user(&mut state, "Bob", "s1", 10).unwrap();
     assert!(created);
     assert_eq!(snapshot.account, "forum~Bob");
     assert!(effects.iter().any(|effect| matches!(
@@ -2191,23 +2199,9 @@ fn a_partner_login_never_takes_over_another_account() {
     ));
     assert_eq!(native, before);
     let mut linked = UserState::default();
-    linked
-        .open_partner_session(
-            "forum~Bob".to_owned(),
-            forum_link("Bob"),
-            "Bob".to_owned(),
-            partner_opening("s1"),
-            10,
-        )
-        .unwrap();
+    open_as_forum_user(&mut linked, "Bob", "s1", 10).unwrap();
     assert!(matches!(
-        linked.open_partner_session(
-            "forum~Bob".to_owned(),
-            forum_link("Alice"),
-            "Alice".to_owned(),
-            partner_opening("s2"),
-            11,
-        ),
+        open_as_forum_user(&mut linked, "Alice", "s2", 11),
         Err(UserError::Invalid { .. })
     ));
     assert_eq!(

@@ -6,9 +6,9 @@ use super::{DemoSiteConfig, DemoUsers};
 use crate::edge::auth::verify_password;
 use crate::partner::signing;
 use crate::partner::wire::{
-    AnswerResult, ContactsPage, ContactsRequest, MAX_CONTACTS_PAGE, MAX_CURSOR_BYTES,
-    MAX_POSTS_PAGE, MAX_REQUEST_BYTES, PostsPage, PostsRequest, Refusal, RefusalReason,
-    SIGNATURE_HEADER, VerifyAdmitted, VerifyRequest,
+    AnswerResult, ContactsPage, MAX_CONTACTS_PAGE, MAX_CURSOR_BYTES, MAX_POSTS_PAGE,
+    MAX_REQUEST_BYTES, PageRequest, PostsPage, Refusal, RefusalReason, SIGNATURE_HEADER,
+    VerifyAdmitted, VerifyRequest,
 };
 use crate::partner::{identity, wire};
 use actix_web::http::StatusCode;
@@ -157,8 +157,6 @@ struct Envelope<'a> {
 /// A request body of one of the routes.
 trait PartnerRequest: DeserializeOwned {
     fn envelope(&self) -> Envelope<'_>;
-    /// What is wrong with the route's own fields, if anything.
-    fn shape_problem(&self) -> Option<String>;
 }
 
 impl PartnerRequest for VerifyRequest {
@@ -170,13 +168,9 @@ impl PartnerRequest for VerifyRequest {
             nonce: &self.nonce,
         }
     }
-
-    fn shape_problem(&self) -> Option<String> {
-        None
-    }
 }
 
-impl PartnerRequest for ContactsRequest {
+impl PartnerRequest for PageRequest {
     fn envelope(&self) -> Envelope<'_> {
         Envelope {
             server_id: &self.server_id,
@@ -185,32 +179,18 @@ impl PartnerRequest for ContactsRequest {
             nonce: &self.nonce,
         }
     }
-
-    fn shape_problem(&self) -> Option<String> {
-        page_problem(self.cursor.as_deref(), self.limit, MAX_CONTACTS_PAGE)
-    }
 }
 
-impl PartnerRequest for PostsRequest {
-    fn envelope(&self) -> Envelope<'_> {
-        Envelope {
-            server_id: &self.server_id,
-            site_id: &self.site_id,
-            timestamp: self.timestamp,
-            nonce: &self.nonce,
-        }
-    }
-
-    fn shape_problem(&self) -> Option<String> {
-        page_problem(self.cursor.as_deref(), self.limit, MAX_POSTS_PAGE)
-    }
-}
-
-fn page_problem(cursor_opt: Option<&str>, limit: u32, max_limit: u32) -> Option<String> {
+/// What is wrong with a page request's own fields for a route of at most `max_limit` items.
+fn page_problem(page_request: &PageRequest, max_limit: u32) -> Option<String> {
+    let limit = page_request.limit;
     if !(1..=max_limit).contains(&limit) {
         return Some(format!("limit must be 1-{max_limit}, not {limit}"));
     }
-    cursor_opt.and_then(|cursor| parse_cursor(cursor).err())
+    page_request
+        .cursor
+        .as_deref()
+        .and_then(|cursor| parse_cursor(cursor).err())
 }
 
 /// This site's cursors are decimal offsets into the list.
@@ -274,6 +254,7 @@ fn admit<R: PartnerRequest>(
     state: &SiteState,
     request: &HttpRequest,
     body: &[u8],
+    shape_problem: impl Fn(&R) -> Option<String>,
 ) -> Result<R, Rejection> {
     let signature = request
         .headers()
@@ -305,7 +286,7 @@ fn admit<R: PartnerRequest>(
             state.site_id
         )));
     }
-    if let Some(problem) = parsed.shape_problem() {
+    if let Some(problem) = shape_problem(&parsed) {
         return Err(Rejection::bad_request(problem));
     }
     if !state.authorised_server_ids.contains(envelope.server_id) {
@@ -359,7 +340,7 @@ async fn verify(
     request: &HttpRequest,
     body: &[u8],
 ) -> Result<Admitted, Rejection> {
-    let verify_request: VerifyRequest = admit(state, request, body)?;
+    let verify_request: VerifyRequest = admit(state, request, body, |_| None)?;
     let user_opt = state.users.find(&verify_request.username);
     // An unknown user costs one argon2 check too, so timing does not tell who exists.
     let password_hash = user_opt.map_or_else(
@@ -386,7 +367,9 @@ async fn verify(
 }
 
 fn contacts(state: &SiteState, request: &HttpRequest, body: &[u8]) -> Result<Admitted, Rejection> {
-    let contacts_request: ContactsRequest = admit(state, request, body)?;
+    let contacts_request: PageRequest = admit(state, request, body, |page_request| {
+        page_problem(page_request, MAX_CONTACTS_PAGE)
+    })?;
     let user = state
         .users
         .find(&contacts_request.username)
@@ -406,7 +389,9 @@ fn contacts(state: &SiteState, request: &HttpRequest, body: &[u8]) -> Result<Adm
 }
 
 fn posts(state: &SiteState, request: &HttpRequest, body: &[u8]) -> Result<Admitted, Rejection> {
-    let posts_request: PostsRequest = admit(state, request, body)?;
+    let posts_request: PageRequest = admit(state, request, body, |page_request| {
+        page_problem(page_request, MAX_POSTS_PAGE)
+    })?;
     let user = state
         .users
         .find(&posts_request.username)

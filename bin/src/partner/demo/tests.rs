@@ -5,9 +5,9 @@ use super::*;
 use crate::edge::auth::{PasswordCost, hash_password};
 use crate::partner::signing;
 use crate::partner::wire::{
-    AnswerResult, ContactsPage, ContactsRequest, MAX_CONTACTS_PAGE, MAX_POSTS_PAGE,
-    MAX_REQUEST_BYTES, PartnerContact, PartnerPost, PostsPage, PostsRequest, Refusal,
-    RefusalReason, SIGNATURE_HEADER, VerifyAdmitted, VerifyRequest,
+    AnswerResult, ContactsPage, MAX_CONTACTS_PAGE, MAX_POSTS_PAGE, MAX_REQUEST_BYTES, PageRequest,
+    PartnerContact, PartnerPost, PostsPage, Refusal, RefusalReason, SIGNATURE_HEADER,
+    VerifyAdmitted, VerifyRequest,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -85,20 +85,8 @@ fn verify_request(username: &str, password: &str) -> VerifyRequest {
     }
 }
 
-fn contacts_request(username: &str, cursor: Option<&str>, limit: u32) -> ContactsRequest {
-    ContactsRequest {
-        server_id: SERVER_ID.to_owned(),
-        site_id: SITE_ID.to_owned(),
-        timestamp: now(),
-        nonce: signing::new_nonce().unwrap(),
-        username: username.to_owned(),
-        cursor: cursor.map(str::to_owned),
-        limit,
-    }
-}
-
-fn posts_request(username: &str, cursor: Option<&str>, limit: u32) -> PostsRequest {
-    PostsRequest {
+fn page_request(username: &str, cursor: Option<&str>, limit: u32) -> PageRequest {
+    PageRequest {
         server_id: SERVER_ID.to_owned(),
         site_id: SITE_ID.to_owned(),
         timestamp: now(),
@@ -322,14 +310,14 @@ async fn malformed_requests_are_bad_requests() {
         Some(&other_site.nonce),
     );
     for (limit, cursor) in [(0, None), (MAX_CONTACTS_PAGE + 1, None), (10, Some("x"))] {
-        let request = contacts_request("Alice", cursor, limit);
+        let request = page_request("Alice", cursor, limit);
         post(&site, "contacts", &request).await.check_refused(
             400,
             RefusalReason::BadRequest,
             Some(&request.nonce),
         );
     }
-    let too_many_posts = posts_request("Alice", None, MAX_POSTS_PAGE + 1);
+    let too_many_posts = page_request("Alice", None, MAX_POSTS_PAGE + 1);
     post(&site, "posts", &too_many_posts).await.check_refused(
         400,
         RefusalReason::BadRequest,
@@ -341,7 +329,7 @@ async fn malformed_requests_are_bad_requests() {
 #[tokio::test]
 async fn contacts_come_in_pages() {
     let site = start_site(0).await;
-    let first_request = contacts_request("alice", None, 2);
+    let first_request = page_request("alice", None, 2);
     let first_reply = post(&site, "contacts", &first_request).await;
     assert_eq!(first_reply.status, 200);
     let first: ContactsPage = first_reply.decode();
@@ -352,18 +340,14 @@ async fn contacts_come_in_pages() {
     };
     assert_eq!(first.contacts, [contact("bob"), contact("carol")]);
     let cursor = first.next_cursor.expect("a second page");
-    let second: ContactsPage = post(
-        &site,
-        "contacts",
-        &contacts_request("alice", Some(&cursor), 2),
-    )
-    .await
-    .decode();
+    let second: ContactsPage = post(&site, "contacts", &page_request("alice", Some(&cursor), 2))
+        .await
+        .decode();
     assert_eq!(
         (second.contacts, second.next_cursor),
         (vec![contact("dave")], None)
     );
-    let unknown = contacts_request("mallory", None, 2);
+    let unknown = page_request("mallory", None, 2);
     post(&site, "contacts", &unknown).await.check_refused(
         404,
         RefusalReason::UnknownUser,
@@ -379,7 +363,7 @@ async fn posts_come_newest_first_in_pages() {
     let mut cursor_opt: Option<String> = None;
     let mut n_pages = 0;
     loop {
-        let request = posts_request("carol", cursor_opt.as_deref(), 2);
+        let request = page_request("carol", cursor_opt.as_deref(), 2);
         let page: PostsPage = post(&site, "posts", &request).await.decode();
         assert_eq!(page.nonce, request.nonce);
         assert!(page.posts.len() <= 2);
@@ -403,7 +387,7 @@ async fn posts_come_newest_first_in_pages() {
     }
     assert_eq!(n_pages, 3);
     assert_eq!(post_ids, ["p4a", "p4b", "p2", "p3", "p1"]);
-    let unknown = posts_request("mallory", None, 2);
+    let unknown = page_request("mallory", None, 2);
     post(&site, "posts", &unknown).await.check_refused(
         404,
         RefusalReason::UnknownUser,
