@@ -1,6 +1,9 @@
 //! Pure domain types: no I/O, no async, no clocks (callers pass `now`).
 
+pub mod certification;
 pub mod entity_kind;
+pub mod gateway;
 pub mod partner;
 pub mod probe;
+pub mod segment;
 pub mod user;

@@ -9,6 +9,7 @@
 //! session's actor ([`sessions`]), which writes them to every connection attached to it.
 
 pub mod auth;
+pub mod client_address;
 pub mod connection;
 pub mod metrics;
 pub mod ops;

@@ -1,0 +1,351 @@
+//! One venue gateway (S0 steps 1, 3, 4 and 5) as a pure state machine: its registration
+//! (pending until a certification), the credential hash its admin logs it in with, the second
+//! monitor (the gateway's own uptime, per UTC day), and its certification state with the
+//! history of results. A result reached while the gateway is offline waits for its next login.
+//!
+//! Every operation takes `now_unix_ms` and returns the [`GatewayEffect`]s for the shell.
+
+use crate::model::certification::{CertificationOutcome, WindowFigures};
+use crate::model::segment::Segment;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Milliseconds in a day.
+pub const DAY_MS: u64 = 86_400_000;
+/// Days of uptime kept (longer than any certification window).
+pub const UPTIME_DAYS_KEPT: u64 = 62;
+/// Certification results kept in the history.
+pub const HISTORY_KEPT: usize = 64;
+
+/// What a gateway registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// The venue's name.
+    pub venue_name: String,
+    /// The venue's postal address.
+    pub venue_address: String,
+    /// The IM account of the venue's admin.
+    pub admin_account: String,
+    /// The LAN's public segments (at least one, no two overlapping).
+    pub segments: Vec<Segment>,
+}
+
+/// Where a gateway stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayStatus {
+    /// Registered (or amended), being monitored.
+    #[default]
+    Pending,
+    /// Certified at a tier by the last evaluation.
+    Certified,
+    /// Rejected by the last evaluation: amend or register again.
+    Rejected,
+}
+
+/// One certification result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificationRecord {
+    /// Certified at a tier, or rejected with reasons.
+    pub outcome: CertificationOutcome,
+    /// What the monitors measured.
+    pub figures: WindowFigures,
+    /// The window evaluated, `[start, end)`.
+    pub window_start_unix_ms: u64,
+    /// The window's end.
+    pub window_end_unix_ms: u64,
+    /// When it was decided.
+    pub decided_unix_ms: u64,
+}
+
+/// The gateway's live connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayConnection {
+    /// The gateway's session.
+    pub session_id: String,
+    /// The node holding it.
+    pub node_id: String,
+    /// Since when it is online.
+    pub since_unix_ms: u64,
+}
+
+/// Everything a gateway entity persists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayState {
+    /// `None` until registered.
+    pub registration_opt: Option<Registration>,
+    /// argon2id PHC string of the gateway's password.
+    pub credential_hash: String,
+    /// Bumped by every registration or amendment.
+    pub revision: u64,
+    /// Where it stands.
+    pub status: GatewayStatus,
+    /// Start of the current monitoring window.
+    pub window_start_unix_ms: u64,
+    /// The live connection, when online.
+    pub connection_opt: Option<GatewayConnection>,
+    /// Closed online time per UTC day (days since the epoch), the last [`UPTIME_DAYS_KEPT`].
+    pub online_ms_by_day: BTreeMap<u64, u64>,
+    /// Results, oldest first, the last [`HISTORY_KEPT`].
+    pub history: Vec<CertificationRecord>,
+    /// A result decided while the gateway was offline, delivered at its next login.
+    pub undelivered_opt: Option<CertificationRecord>,
+}
+
+/// Why an operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayError {
+    /// The gateway is not registered.
+    NotRegistered,
+    /// Registering again is allowed only after a rejection.
+    AlreadyRegistered {
+        /// Where it stands.
+        status: GatewayStatus,
+    },
+    /// A certified gateway's registration cannot be amended (register a new gateway).
+    Certified,
+    /// The request contradicts the state.
+    Invalid {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a gateway is pushed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GatewayPush {
+    /// A certification result.
+    Certification(CertificationRecord),
+}
+
+/// What the shell must carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayEffect {
+    /// Push to the gateway's session.
+    Push {
+        /// The node holding the session.
+        node_id: String,
+        /// The session.
+        session_id: String,
+        /// What.
+        push: GatewayPush,
+    },
+    /// Record an audit event.
+    Audit {
+        /// What happened.
+        action: &'static str,
+        /// Details, never secret.
+        detail: String,
+    },
+}
+
+/// Shorthand for an operation's result.
+pub type GatewayResult<T> = Result<(T, Vec<GatewayEffect>), GatewayError>;
+
+fn audit(action: &'static str, detail: String) -> GatewayEffect {
+    GatewayEffect::Audit { action, detail }
+}
+
+/// An audit detail naming what was registered.
+fn registration_detail(registration: &Registration) -> String {
+    let segments: Vec<String> = registration
+        .segments
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    format!(
+        "venue={} admin={} segments={}",
+        registration.venue_name,
+        registration.admin_account,
+        segments.join(",")
+    )
+}
+
+/// Adds the time `[from, to)` to the per-day totals, split at UTC midnights.
+fn accrue(online_ms_by_day: &mut BTreeMap<u64, u64>, from_unix_ms: u64, to_unix_ms: u64) {
+    let mut start = from_unix_ms;
+    while start < to_unix_ms {
+        let day = start / DAY_MS;
+        let day_end = (day + 1) * DAY_MS;
+        let end = to_unix_ms.min(day_end);
+        *online_ms_by_day.entry(day).or_insert(0) += end - start;
+        start = end;
+    }
+}
+
+impl GatewayState {
+    fn registration(&self) -> Result<&Registration, GatewayError> {
+        self.registration_opt
+            .as_ref()
+            .ok_or(GatewayError::NotRegistered)
+    }
+
+    /// Registers the gateway (or registers it again after a rejection); it is pending and a
+    /// new monitoring window starts.
+    pub fn register(
+        &mut self,
+        registration: Registration,
+        credential_hash: String,
+        now_unix_ms: u64,
+    ) -> GatewayResult<()> {
+        if self.registration_opt.is_some() && self.status != GatewayStatus::Rejected {
+            return Err(GatewayError::AlreadyRegistered {
+                status: self.status,
+            });
+        }
+        let detail = registration_detail(&registration);
+        self.registration_opt = Some(registration);
+        self.credential_hash = credential_hash;
+        self.start_window(now_unix_ms);
+        Ok(((), vec![audit("gateway.registered", detail)]))
+    }
+
+    /// Amends a pending or rejected registration; it is pending again and a new window starts.
+    pub fn amend(&mut self, registration: Registration, now_unix_ms: u64) -> GatewayResult<()> {
+        self.registration()?;
+        if self.status == GatewayStatus::Certified {
+            return Err(GatewayError::Certified);
+        }
+        let detail = registration_detail(&registration);
+        self.registration_opt = Some(registration);
+        self.start_window(now_unix_ms);
+        Ok(((), vec![audit("gateway.amended", detail)]))
+    }
+
+    /// A new window starts at the first UTC midnight from `now`: windows are whole days, so
+    /// both monitors' day totals cover them exactly.
+    fn start_window(&mut self, now_unix_ms: u64) {
+        self.revision += 1;
+        self.status = GatewayStatus::Pending;
+        self.window_start_unix_ms = now_unix_ms.div_ceil(DAY_MS) * DAY_MS;
+    }
+
+    /// The password hash to verify a gateway login against.
+    pub fn credential(&self) -> Result<String, GatewayError> {
+        self.registration()?;
+        Ok(self.credential_hash.clone())
+    }
+
+    /// The gateway logged in on `node_id`; a result decided while it was offline is pushed.
+    pub fn online(
+        &mut self,
+        session_id: String,
+        node_id: String,
+        now_unix_ms: u64,
+    ) -> GatewayResult<()> {
+        self.registration()?;
+        self.close_uptime(now_unix_ms);
+        let mut effects = vec![audit("gateway.online", format!("session={session_id}"))];
+        if let Some(record) = self.undelivered_opt.take() {
+            effects.push(GatewayEffect::Push {
+                node_id: node_id.clone(),
+                session_id: session_id.clone(),
+                push: GatewayPush::Certification(record),
+            });
+        }
+        self.connection_opt = Some(GatewayConnection {
+            session_id,
+            node_id,
+            since_unix_ms: now_unix_ms,
+        });
+        Ok(((), effects))
+    }
+
+    /// The gateway's session `session_id` ended (ignored when another replaced it).
+    pub fn offline(&mut self, session_id: &str, now_unix_ms: u64) -> GatewayResult<()> {
+        self.registration()?;
+        let current = self
+            .connection_opt
+            .as_ref()
+            .is_some_and(|connection| connection.session_id == session_id);
+        if !current {
+            return Ok(((), Vec::new()));
+        }
+        self.close_uptime(now_unix_ms);
+        Ok((
+            (),
+            vec![audit("gateway.offline", format!("session={session_id}"))],
+        ))
+    }
+
+    /// Ends the open online interval (if any) at `now` and forgets days beyond the kept span.
+    fn close_uptime(&mut self, now_unix_ms: u64) {
+        if let Some(connection) = self.connection_opt.take() {
+            accrue(
+                &mut self.online_ms_by_day,
+                connection.since_unix_ms,
+                now_unix_ms.max(connection.since_unix_ms),
+            );
+        }
+        let oldest_kept = (now_unix_ms / DAY_MS).saturating_sub(UPTIME_DAYS_KEPT);
+        self.online_ms_by_day = self.online_ms_by_day.split_off(&oldest_kept);
+    }
+
+    /// The second monitor over the whole UTC days `[from, to)`: online time, and the days with
+    /// any uptime, counting the open interval up to `now`.
+    pub fn uptime(&self, from_unix_ms: u64, to_unix_ms: u64, now_unix_ms: u64) -> (u64, u32) {
+        let mut by_day = self.online_ms_by_day.clone();
+        if let Some(connection) = &self.connection_opt {
+            accrue(&mut by_day, connection.since_unix_ms, now_unix_ms);
+        }
+        // Windows are whole UTC days (see `start_window`), so day totals are exact.
+        let first_day = from_unix_ms / DAY_MS;
+        let end_day = to_unix_ms.div_ceil(DAY_MS);
+        let in_window = by_day.range(first_day..end_day).map(|(_, online)| *online);
+        let online_ms = in_window.clone().sum();
+        let days_online = in_window.filter(|online| *online > 0).count();
+        (online_ms, u32::try_from(days_online).unwrap_or(u32::MAX))
+    }
+
+    /// Whether the current window of `window_days` has ended.
+    pub fn window_due(&self, window_days: u32, now_unix_ms: u64) -> bool {
+        self.status == GatewayStatus::Pending
+            && now_unix_ms >= self.window_start_unix_ms + u64::from(window_days) * DAY_MS
+    }
+
+    /// Records a certification decided for the window `[start, end)`: pushed to the gateway
+    /// when online, else kept for its next login.
+    pub fn record_certification(
+        &mut self,
+        outcome: CertificationOutcome,
+        figures: WindowFigures,
+        window_end_unix_ms: u64,
+        now_unix_ms: u64,
+    ) -> GatewayResult<()> {
+        self.registration()?;
+        let (status, detail) = match &outcome {
+            CertificationOutcome::Certified { tier, .. } => {
+                (GatewayStatus::Certified, format!("certified tier={tier}"))
+            }
+            CertificationOutcome::Rejected { reasons, .. } => (
+                GatewayStatus::Rejected,
+                format!("rejected n_reasons={}", reasons.len()),
+            ),
+        };
+        let record = CertificationRecord {
+            outcome,
+            figures,
+            window_start_unix_ms: self.window_start_unix_ms,
+            window_end_unix_ms,
+            decided_unix_ms: now_unix_ms,
+        };
+        self.status = status;
+        self.window_start_unix_ms = window_end_unix_ms;
+        self.history.push(record.clone());
+        if self.history.len() > HISTORY_KEPT {
+            self.history.remove(0);
+        }
+        let mut effects = vec![audit("gateway.certification", detail)];
+        match &self.connection_opt {
+            Some(connection) => effects.push(GatewayEffect::Push {
+                node_id: connection.node_id.clone(),
+                session_id: connection.session_id.clone(),
+                push: GatewayPush::Certification(record),
+            }),
+            None => self.undelivered_opt = Some(record),
+        }
+        Ok(((), effects))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! Unit tests of the gateway model.
+
+use super::*;
+use crate::model::segment::{SegmentLimits, parse_segment};
+use std::collections::BTreeSet;
+
+const HOUR_MS: u64 = 3_600_000;
+/// A day well after the epoch, as a start of day.
+const DAY_10: u64 = 10 * DAY_MS;
+
+fn registration(venue_name: &str) -> Registration {
+    Registration {
+        venue_name: venue_name.to_owned(),
+        venue_address: "1 Main Street".to_owned(),
+        admin_account: "admin".to_owned(),
+        segments: vec![parse_segment("203.0.113.0/24", &SegmentLimits::default()).unwrap()],
+    }
+}
+
+fn registered(now_unix_ms: u64) -> GatewayState {
+    let mut state = GatewayState::default();
+    state
+        .register(
+            registration("Cafe"),
+            "$argon2id$hash".to_owned(),
+            now_unix_ms,
+        )
+        .unwrap();
+    state
+}
+
+fn figures() -> WindowFigures {
+    WindowFigures {
+        client_logins: 120,
+        distinct_accounts: 40,
+        peak_concurrent_clients: 12,
+        client_online_ms: 300 * HOUR_MS,
+        gateway_online_ms: 100 * HOUR_MS,
+        gateway_days_online: 7,
+        window_days: 7,
+    }
+}
+
+fn certified() -> CertificationOutcome {
+    CertificationOutcome::Certified {
+        tier: "silver".to_owned(),
+        permissions: BTreeSet::from(["campaigns".to_owned()]),
+        policy_version: 1,
+    }
+}
+
+fn rejected() -> CertificationOutcome {
+    CertificationOutcome::Rejected {
+        reasons: Vec::new(),
+        policy_version: 1,
+    }
+}
+
+fn pushes(effects: &[GatewayEffect]) -> Vec<(&str, &GatewayPush)> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            GatewayEffect::Push {
+                session_id, push, ..
+            } => Some((session_id.as_str(), push)),
+            GatewayEffect::Audit { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn registration_is_pending_and_its_window_starts_at_the_next_midnight() {
+    let state = registered(DAY_10 + 5 * HOUR_MS);
+    assert_eq!(state.status, GatewayStatus::Pending);
+    assert_eq!(state.window_start_unix_ms, DAY_10 + DAY_MS);
+    assert_eq!(state.revision, 1);
+    assert_eq!(state.credential(), Ok("$argon2id$hash".to_owned()));
+    assert!(!state.window_due(7, DAY_10 + 7 * DAY_MS));
+    assert!(state.window_due(7, DAY_10 + 8 * DAY_MS));
+    // Exactly at midnight the window starts then.
+    assert_eq!(registered(DAY_10).window_start_unix_ms, DAY_10);
+}
+
+#[test]
+fn registering_again_is_allowed_only_after_a_rejection() {
+    let mut state = registered(DAY_10);
+    assert_eq!(
+        state.register(registration("Other"), "h".to_owned(), DAY_10),
+        Err(GatewayError::AlreadyRegistered {
+            status: GatewayStatus::Pending
+        })
+    );
+    state
+        .record_certification(
+            rejected(),
+            figures(),
+            DAY_10 + 7 * DAY_MS,
+            DAY_10 + 7 * DAY_MS,
+        )
+        .unwrap();
+    assert_eq!(state.status, GatewayStatus::Rejected);
+    state
+        .register(registration("Cafe 2"), "h2".to_owned(), DAY_10 + 8 * DAY_MS)
+        .unwrap();
+    assert_eq!(
+        (state.status, state.revision, state.credential()),
+        (GatewayStatus::Pending, 2, Ok("h2".to_owned()))
+    );
+}
+
+#[test]
+fn amending_restarts_the_window_but_a_certified_gateway_cannot_amend() {
+    let mut state = registered(DAY_10);
+    state
+        .amend(registration("Cafe renamed"), DAY_10 + 2 * DAY_MS + 1)
+        .unwrap();
+    assert_eq!(state.window_start_unix_ms, DAY_10 + 3 * DAY_MS);
+    assert_eq!(state.revision, 2);
+    state
+        .record_certification(
+            certified(),
+            figures(),
+            DAY_10 + 10 * DAY_MS,
+            DAY_10 + 10 * DAY_MS,
+        )
+        .unwrap();
+    assert_eq!(
+        state.amend(registration("x"), DAY_10 + 11 * DAY_MS),
+        Err(GatewayError::Certified)
+    );
+    assert_eq!(
+        GatewayState::default().amend(registration("x"), 1),
+        Err(GatewayError::NotRegistered)
+    );
+}
+
+#[test]
+fn uptime_is_split_at_midnight_and_counts_the_open_interval() {
+    let mut state = registered(DAY_10);
+    state
+        .online("g1".to_owned(), "node-a".to_owned(), DAY_10 + 23 * HOUR_MS)
+        .unwrap();
+    state.offline("g1", DAY_10 + DAY_MS + HOUR_MS).unwrap();
+    assert_eq!(
+        state.online_ms_by_day,
+        BTreeMap::from([(10, HOUR_MS), (11, HOUR_MS)])
+    );
+    // Open again on day 13, counted up to now.
+    state
+        .online("g2".to_owned(), "node-a".to_owned(), DAY_10 + 3 * DAY_MS)
+        .unwrap();
+    let now = DAY_10 + 3 * DAY_MS + 2 * HOUR_MS;
+    assert_eq!(
+        state.uptime(DAY_10, DAY_10 + 7 * DAY_MS, now),
+        (4 * HOUR_MS, 3)
+    );
+    assert_eq!(
+        state.uptime(DAY_10 + DAY_MS, DAY_10 + 2 * DAY_MS, now),
+        (HOUR_MS, 1)
+    );
+    // A stale session's end changes nothing.
+    state.offline("g1", now).unwrap();
+    assert!(state.connection_opt.is_some());
+    assert_eq!(
+        GatewayState::default().uptime(0, 7 * DAY_MS, now),
+        (0, 0),
+        "an empty window"
+    );
+}
+
+#[test]
+fn a_result_is_pushed_when_online_and_kept_for_the_next_login_when_offline() {
+    let mut state = registered(DAY_10);
+    let ((), effects) = state
+        .record_certification(
+            rejected(),
+            figures(),
+            DAY_10 + 7 * DAY_MS,
+            DAY_10 + 7 * DAY_MS,
+        )
+        .unwrap();
+    assert!(pushes(&effects).is_empty());
+    assert!(state.undelivered_opt.is_some());
+    let ((), effects) = state
+        .online("g1".to_owned(), "node-a".to_owned(), DAY_10 + 8 * DAY_MS)
+        .unwrap();
+    let delivered = pushes(&effects);
+    assert!(matches!(
+        delivered.as_slice(),
+        [("g1", GatewayPush::Certification(record))] if matches!(record.outcome, CertificationOutcome::Rejected { .. })
+    ));
+    assert!(state.undelivered_opt.is_none());
+
+    state
+        .register(registration("Cafe"), "h".to_owned(), DAY_10 + 8 * DAY_MS)
+        .unwrap();
+    let ((), effects) = state
+        .record_certification(
+            certified(),
+            figures(),
+            DAY_10 + 16 * DAY_MS,
+            DAY_10 + 16 * DAY_MS,
+        )
+        .unwrap();
+    assert!(matches!(
+        pushes(&effects).as_slice(),
+        [("g1", GatewayPush::Certification(record))] if record.window_start_unix_ms == DAY_10 + 8 * DAY_MS
+    ));
+    assert_eq!(state.status, GatewayStatus::Certified);
+    assert_eq!(state.history.len(), 2);
+}
+
+#[test]
+fn history_is_bounded() {
+    let mut state = registered(0);
+    for index in 0..(HISTORY_KEPT as u64 + 5) {
+        state
+            .record_certification(rejected(), figures(), index * DAY_MS, index * DAY_MS)
+            .unwrap();
+    }
+    assert_eq!(state.history.len(), HISTORY_KEPT);
+    assert_eq!(
+        state.history.first().map(|record| record.decided_unix_ms),
+        Some(5 * DAY_MS)
+    );
+}
