@@ -14,7 +14,7 @@
 //! - `edge.*`: the client WebSocket `/ws` — `max_frame_bytes`, `idle_timeout_ms`,
 //!   `ping_interval_ms`, `requests_per_second`, `request_burst`, `max_in_flight`,
 //!   `presence_coalesce_ms`, `resume_grace_ms`, `request_timeout_ms`, `max_message_bytes`,
-//!   `max_shared_friends`, `max_friend_requests_per_batch`
+//!   `max_shared_friends`, `max_friend_requests_per_batch`, `trusted_proxies`
 //! - `auth.*`: `key_ttl_ms`, `max_failed_logins`, `failed_login_window_ms`,
 //!   `logins_per_minute_per_address`, `argon2_memory_kib`, `argon2_iterations`
 //! - `partners.*`: partner-site login — `secrets_key` (64 hex digits, secret),
@@ -195,6 +195,10 @@ pub struct EdgeSection {
     pub max_shared_friends: usize,
     /// `edge.max_friend_requests_per_batch`: most accounts in one combined add-friend request.
     pub max_friend_requests_per_batch: usize,
+    /// `edge.trusted_proxies`: addresses and CIDR blocks of the proxies whose
+    /// `X-Forwarded-For` gives the client's address (comma separated in the environment).
+    /// Empty: the socket peer is the client, and forwarded headers are ignored.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for EdgeSection {
@@ -212,6 +216,7 @@ impl Default for EdgeSection {
             max_message_bytes: 4096,
             max_shared_friends: 100,
             max_friend_requests_per_batch: 100,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -408,6 +413,8 @@ impl NodeConfig {
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("edge.trusted_proxies")
                 .source(Some(variables)),
         );
         Ok(builder.build()?.try_deserialize()?)
@@ -616,6 +623,15 @@ impl NodeConfig {
             "edge.max_friend_requests_per_batch",
             as_u64(edge.max_friend_requests_per_batch),
             1..=10_000,
+        )?;
+        crate::edge::client_address::TrustedProxies::parse(&edge.trusted_proxies).map_err(
+            |error| {
+                invalid(
+                    "edge.trusted_proxies",
+                    edge.trusted_proxies.join(","),
+                    error.to_string(),
+                )
+            },
         )?;
         let auth = &self.auth;
         check_range(
@@ -846,6 +862,24 @@ mod tests {
         check_error(
             &[("LANMESH__PARTNERS__MAX_ANSWER_BYTES", "10")],
             &["partners.max_answer_bytes"],
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_are_a_comma_separated_list_of_addresses_and_blocks() {
+        let config =
+            load_env(&[("LANMESH__EDGE__TRUSTED_PROXIES", "10.0.0.5, 192.168.0.0/16")]).unwrap();
+        assert_eq!(
+            config.raw.edge.trusted_proxies,
+            ["10.0.0.5", " 192.168.0.0/16"]
+        );
+        check_error(
+            &[("LANMESH__EDGE__TRUSTED_PROXIES", "10.0.0.5,nonsense")],
+            &["edge.trusted_proxies", "entry 2"],
+        );
+        check_error(
+            &[("LANMESH__EDGE__TRUSTED_PROXIES", "0.0.0.0/0")],
+            &["edge.trusted_proxies", "unspecified"],
         );
     }
 

@@ -12,6 +12,7 @@
 
 use crate::config::ValidatedConfig;
 use crate::edge::auth::PasswordCost;
+use crate::edge::client_address::TrustedProxies;
 use crate::edge::metrics::EdgeMetrics;
 use crate::edge::sessions::SessionTiming;
 use crate::edge::{Edge, EdgeDependencies, EdgeLimits, PartnerServices};
@@ -182,6 +183,8 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             messages: Arc::clone(&stores.messages),
             metrics: edge_metrics.clone(),
             partners: partner_services(raw)?,
+            trusted_proxies: TrustedProxies::parse(&raw.edge.trusted_proxies)
+                .context("edge.trusted_proxies")?,
         },
         edge_limits(raw),
     )

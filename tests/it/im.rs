@@ -21,7 +21,7 @@ use lanmesh::edge::protocol::{
     WireRequest, WireStatus,
 };
 use lanmesh::load::http_client::http_get;
-use lanmesh::load::ws_client::{Empty, ImClient, Push};
+use lanmesh::load::ws_client::{ConnectOptions, Empty, ImClient, Push};
 use lanmesh_tests::TestCluster;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -1564,4 +1564,90 @@ async fn stopping_node_closes_websockets_and_sessions_resume_elsewhere() {
         .expect("session.resume on the other node");
     assert_eq!(resumed.session, kim.session);
     finish(cluster, vec![staying_client]).await;
+}
+
+/// Logs in with a wrong password from a client connected as `options` say, once; true when
+/// the attempt was refused by the per-address rate limit.
+async fn login_rate_limited(address: &str, options: &ConnectOptions) -> bool {
+    let mut client = ImClient::connect_with(address, options)
+        .await
+        .expect("connects");
+    let mut request = login_request("frank", "phone", Mode::Client);
+    request.password = "not the password".to_owned();
+    let reply: Result<SessionReply, ErrorBody> = client
+        .request("session.login", None, &request)
+        .await
+        .expect("a reply");
+    let error = reply.expect_err("a wrong password never logs in");
+    client.close().await.expect("closes");
+    match error.code {
+        ErrorCode::RateLimited => true,
+        ErrorCode::LoginFailed => false,
+        other => panic!("unexpected refusal {other:?}: {}", error.message),
+    }
+}
+
+/// `X-Forwarded-For` names the client only when a trusted proxy sends it: a client that forges
+/// it still counts against its own address, while a trusted proxy's clients count apart. A
+/// trusted proxy's malformed header is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+    let Some(cluster) = start_cluster(
+        "im::forwarded_addresses_are_believed_only_from_trusted_proxies",
+        1,
+        &[
+            ("LANMESH__AUTH__LOGINS_PER_MINUTE_PER_ADDRESS", "2"),
+            ("LANMESH__EDGE__TRUSTED_PROXIES", "127.0.0.2, 127.0.0.3"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let address = address(&cluster, 0);
+    let mut client = connect(&address).await;
+    register(&mut client, "frank").await;
+    client.close().await.expect("closes");
+
+    let untrusted = |forged: &str| ConnectOptions {
+        source_ip_opt: Some("127.0.0.4".parse().expect("an address")),
+        forwarded_for_opt: Some(forged.to_owned()),
+    };
+    let through_proxy = |client_ip: &str| ConnectOptions {
+        source_ip_opt: Some("127.0.0.2".parse().expect("an address")),
+        forwarded_for_opt: Some(format!("{client_ip}, 127.0.0.3")),
+    };
+    // A forged header from an untrusted peer changes nothing: its third attempt is limited.
+    let forged: Vec<bool> = futures_util::future::join_all(
+        ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            .iter()
+            .map(|forged| async { login_rate_limited(&address, &untrusted(forged)).await }),
+    )
+    .await;
+    assert_eq!(
+        forged.iter().filter(|limited| **limited).count(),
+        1,
+        "{forged:?}"
+    );
+    // Behind the trusted proxies, each client has its own budget.
+    for client_ip in ["10.0.1.1", "10.0.1.1"] {
+        assert!(!login_rate_limited(&address, &through_proxy(client_ip)).await);
+    }
+    assert!(login_rate_limited(&address, &through_proxy("10.0.1.1")).await);
+    assert!(!login_rate_limited(&address, &through_proxy("10.0.1.2")).await);
+
+    let malformed = ImClient::connect_raw_with(
+        &address,
+        &ConnectOptions {
+            source_ip_opt: Some("127.0.0.2".parse().expect("an address")),
+            forwarded_for_opt: Some("not-an-address".to_owned()),
+        },
+    )
+    .await;
+    let error = malformed
+        .err()
+        .expect("a trusted proxy's malformed header is refused");
+    assert!(format!("{error:#}").contains("400"), "{error:#}");
+
+    cluster.shutdown().await.expect("nodes stop cleanly");
 }

@@ -3,6 +3,7 @@
 //! writes their replies and the pushes of the sessions attached to it.
 
 use crate::edge::Edge;
+use crate::edge::client_address::{TrustedProxies, client_address};
 use crate::edge::ops::{self, ConnectionContext};
 use crate::edge::protocol::{ErrorBody, ErrorCode, ServerFrame};
 use crate::edge::sessions::{CONNECTION_QUEUE, ConnectionLink, Detach};
@@ -19,16 +20,46 @@ pub async fn websocket(
     body: web::Payload,
     edge: web::Data<Arc<Edge>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let client_ip_opt = match request.peer_addr() {
+        Some(peer) => match client_ip(&request, peer.ip(), &edge.deps.trusted_proxies) {
+            Ok(client_ip) => Some(client_ip),
+            Err(problem) => {
+                tracing::info!(peer = %peer, problem = %problem, "websocket refused");
+                return Ok(HttpResponse::BadRequest().body(format!("{problem}\n")));
+            }
+        },
+        None => None,
+    };
     let (response, session, stream) = actix_ws::handle(&request, body)?;
     let max_frame_bytes = edge.limits.max_frame_bytes;
     let stream = stream
         .max_frame_size(max_frame_bytes)
         .aggregate_continuations()
         .max_continuation_size(max_frame_bytes);
-    let peer_ip_opt = request.peer_addr().map(|address| address.ip());
     let edge = Arc::clone(edge.get_ref());
-    actix_web::rt::spawn(serve(edge, session, stream, peer_ip_opt));
+    actix_web::rt::spawn(serve(edge, session, stream, client_ip_opt));
     Ok(response)
+}
+
+/// The client's address: the peer, or what a trusted proxy forwarded.
+fn client_ip(
+    request: &HttpRequest,
+    peer_ip: IpAddr,
+    trusted_proxies: &TrustedProxies,
+) -> Result<IpAddr, String> {
+    let mut forwarded_for_values = Vec::new();
+    for value in request.headers().get_all("x-forwarded-for") {
+        match value.to_str() {
+            Ok(text) => forwarded_for_values.push(text),
+            // Read only from a trusted proxy: anyone else's header is ignored anyway.
+            Err(_) if trusted_proxies.contains(peer_ip) => {
+                return Err("X-Forwarded-For is not printable ASCII".to_owned());
+            }
+            Err(_) => {}
+        }
+    }
+    client_address(peer_ip, &forwarded_for_values, trusted_proxies)
+        .map_err(|error| error.to_string())
 }
 
 /// Token bucket for one connection's requests.

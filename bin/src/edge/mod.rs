@@ -18,6 +18,7 @@ pub mod protocol;
 pub mod sessions;
 
 use crate::edge::auth::{AddressLimiter, PasswordCost};
+use crate::edge::client_address::TrustedProxies;
 use crate::edge::metrics::EdgeMetrics;
 use crate::edge::protocol::{ErrorBody, ErrorCode};
 use crate::edge::sessions::{Deliver, DetachNotice, SessionRegistry, SessionTiming};
@@ -91,6 +92,8 @@ pub struct EdgeDependencies {
     pub metrics: EdgeMetrics,
     /// Partner-site login.
     pub partners: PartnerServices,
+    /// The proxies whose `X-Forwarded-For` gives a client's address.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// What partner-site login needs on every node: the client of the sites and the key that

@@ -17,10 +17,12 @@ use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long [`ImClient::request`] waits for its reply unless told otherwise.
@@ -74,6 +76,16 @@ enum Read {
     Closed,
 }
 
+/// How a client connects, beyond the node's address.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// Bind the connection to this local address (e.g. `127.0.0.7`, to look like another
+    /// client machine).
+    pub source_ip_opt: Option<IpAddr>,
+    /// Send this `X-Forwarded-For` header, as a proxy would.
+    pub forwarded_for_opt: Option<String>,
+}
+
 /// One WebSocket connection to a node's `/ws`.
 pub struct ImClient {
     socket: Socket,
@@ -99,10 +111,61 @@ impl ImClient {
 
     /// Connects without saying `hello` (to test what the server does before it).
     pub async fn connect_raw(http_address: &str) -> anyhow::Result<Self> {
+        Self::connect_raw_with(http_address, &ConnectOptions::default()).await
+    }
+
+    /// Like [`ImClient::connect`], from a chosen source address or through a pretended proxy.
+    pub async fn connect_with(
+        http_address: &str,
+        options: &ConnectOptions,
+    ) -> anyhow::Result<Self> {
+        let mut client = Self::connect_raw_with(http_address, options).await?;
+        match client.hello(&SUPPORTED_VERSIONS).await? {
+            Ok(_) => Ok(client),
+            Err(error) => bail!("hello refused: {error:?}"),
+        }
+    }
+
+    /// Connects as `options` say, without saying `hello`.
+    pub async fn connect_raw_with(
+        http_address: &str,
+        options: &ConnectOptions,
+    ) -> anyhow::Result<Self> {
         let url = format!("ws://{http_address}/ws");
-        let (socket, _response) = tokio_tungstenite::connect_async(url.as_str())
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .with_context(|| format!("building a request for {url}"))?;
+        if let Some(forwarded_for) = &options.forwarded_for_opt {
+            request.headers_mut().insert(
+                "x-forwarded-for",
+                forwarded_for
+                    .parse()
+                    .context("X-Forwarded-For is not a header value")?,
+            );
+        }
+        let server: SocketAddr = http_address
+            .parse()
+            .with_context(|| format!("{http_address} is not a socket address"))?;
+        let tcp_socket = if server.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .context("opening a socket")?;
+        if let Some(source_ip) = options.source_ip_opt {
+            tcp_socket
+                .bind(SocketAddr::new(source_ip, 0))
+                .with_context(|| format!("binding to {source_ip}"))?;
+        }
+        let stream = tcp_socket
+            .connect(server)
             .await
             .with_context(|| format!("connecting to {url}"))?;
+        let (socket, _response) =
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+                .await
+                .with_context(|| format!("opening the websocket {url}"))?;
         Ok(Self {
             socket,
             next_id: 1,
