@@ -19,6 +19,8 @@
 //!   `logins_per_minute_per_address`, `argon2_memory_kib`, `argon2_iterations`
 //! - `partners.*`: partner-site login — `secrets_key` (64 hex digits, secret),
 //!   `request_timeout_ms`, `max_answer_bytes`, `breaker_failures`, `breaker_open_ms`
+//! - `venues.*`: `min_ipv4_prefix_len`, `min_ipv6_prefix_len` (largest segment a venue may
+//!   register), `index_refresh_ms` (how often a node polls the segment directory)
 //! - `operator.token` [LANMESH__OPERATOR__TOKEN]: bearer token of the operator API (secret)
 //! - `log.format` (`human` | `json`), `log.filter` (tracing directives, default `info`)
 
@@ -53,6 +55,8 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     /// `partners.*`
     pub partners: PartnersSection,
+    /// `venues.*`
+    pub venues: VenuesSection,
     /// `operator.*`
     pub operator: OperatorSection,
     /// `log.*`
@@ -261,6 +265,39 @@ pub struct SecretText(pub String);
 impl std::fmt::Debug for SecretText {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str("\"<redacted>\"")
+    }
+}
+
+/// `venues.*`: venue gateways and their LAN segments (S0).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VenuesSection {
+    /// `venues.min_ipv4_prefix_len`: the largest IPv4 segment a venue may register (16: a /16).
+    pub min_ipv4_prefix_len: u8,
+    /// `venues.min_ipv6_prefix_len`: the largest IPv6 segment (48: a /48).
+    pub min_ipv6_prefix_len: u8,
+    /// `venues.index_refresh_ms`: how often a node polls the segment directory for changes.
+    pub index_refresh_ms: u64,
+}
+
+impl Default for VenuesSection {
+    fn default() -> Self {
+        let limits = lanmesh_actors::model::segment::SegmentLimits::default();
+        Self {
+            min_ipv4_prefix_len: limits.min_ipv4_prefix_len,
+            min_ipv6_prefix_len: limits.min_ipv6_prefix_len,
+            index_refresh_ms: 1_000,
+        }
+    }
+}
+
+impl VenuesSection {
+    /// The segment limits these settings give.
+    pub fn segment_limits(&self) -> lanmesh_actors::model::segment::SegmentLimits {
+        lanmesh_actors::model::segment::SegmentLimits {
+            min_ipv4_prefix_len: self.min_ipv4_prefix_len,
+            min_ipv6_prefix_len: self.min_ipv6_prefix_len,
+        }
     }
 }
 
@@ -505,6 +542,18 @@ impl NodeConfig {
         }
         self.validate_edge()?;
         self.validate_partners()?;
+        self.venues.segment_limits().validate().map_err(|error| {
+            invalid(
+                "venues.min_ipv4_prefix_len / venues.min_ipv6_prefix_len",
+                "",
+                error.to_string(),
+            )
+        })?;
+        check_range(
+            "venues.index_refresh_ms",
+            self.venues.index_refresh_ms,
+            50..=60_000,
+        )?;
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,

@@ -6,6 +6,7 @@ use crate::operator::OperatorAuth;
 use actix_web::dev::ServerHandle;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
+use lanmesh_storage::PresenceSampleStore;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub fn serve(
     readiness: ReadinessCheck,
     edge: Arc<Edge>,
     operator_auth: OperatorAuth,
+    presence: Arc<dyn PresenceSampleStore>,
 ) -> std::io::Result<(ServerHandle, actix_web::dev::Server)> {
     let state = web::Data::new(HttpState {
         registry,
@@ -59,11 +61,13 @@ pub fn serve(
     });
     let edge = web::Data::new(edge);
     let operator_auth = web::Data::new(operator_auth);
+    let presence = web::Data::new(presence);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(edge.clone())
             .app_data(operator_auth.clone())
+            .app_data(presence.clone())
             .configure(crate::operator::configure)
             .route("/ws", web::get().to(crate::edge::connection::websocket))
             .route("/healthz", web::get().to(healthz))

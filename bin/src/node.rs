@@ -20,8 +20,11 @@ use crate::partner::breaker::BreakerPolicy;
 use crate::partner::client::{PartnerClient, PartnerClientSettings};
 use crate::partner::secret_box::SecretBox;
 use anyhow::Context;
+use lanmesh_actors::entities::gateway::GatewayEntity;
 use lanmesh_actors::entities::partner::PartnerEntity;
 use lanmesh_actors::entities::probe::ProbeEntity;
+use lanmesh_actors::entities::segment::SegmentEntity;
+use lanmesh_actors::entities::segment_directory::SegmentDirectoryEntity;
 use lanmesh_actors::entities::user::UserEntity;
 use lanmesh_actors::host::entity_host::{EntityHost, HostConfig, HostDependencies, HostedKinds};
 use lanmesh_actors::host::lease::LeaseStore;
@@ -136,6 +139,7 @@ fn edge_limits(raw: &crate::config::NodeConfig) -> EdgeLimits {
         max_shared_friends: edge.max_shared_friends,
         max_friend_requests_per_batch: edge.max_friend_requests_per_batch,
         max_message_bytes: edge.max_message_bytes,
+        segment_limits: raw.venues.segment_limits(),
         request_timeout: Duration::from_millis(edge.request_timeout_ms),
     }
 }
@@ -190,6 +194,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the client edge")?;
+    crate::edge::venues::spawn_refresh(&edge, Duration::from_millis(raw.venues.index_refresh_ms));
     let pushes = {
         let edge = Arc::clone(&edge);
         handler_fn(move |delivery: Delivery| {
@@ -224,6 +229,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             transport: Arc::clone(&transport),
             store: Arc::clone(&stores.entity_state),
             audit: Arc::clone(&stores.audit),
+            presence: Arc::clone(&stores.presence),
             shard_map,
             arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
             metrics: host_metrics.clone(),
@@ -232,7 +238,10 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         HostedKinds::default()
             .with::<ProbeEntity>()
             .with::<UserEntity>()
-            .with::<PartnerEntity>(),
+            .with::<PartnerEntity>()
+            .with::<GatewayEntity>()
+            .with::<SegmentEntity>()
+            .with::<SegmentDirectoryEntity>(),
         HostConfig {
             passivate_after_idle: Duration::from_millis(raw.host.passivate_after_idle_ms),
             max_live_entities: raw.host.max_live_entities,
@@ -283,6 +292,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         readiness,
         Arc::clone(&edge),
         crate::operator::OperatorAuth::new(raw.operator.token.as_ref()),
+        Arc::clone(&stores.presence),
     )
     .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
     let server_task = actix_web::rt::spawn(server);

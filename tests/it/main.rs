@@ -13,3 +13,4 @@ mod cluster;
 mod im;
 mod node_process;
 mod partner;
+mod venues;

@@ -2,7 +2,7 @@
 //! server id through it, and every partner login looks its site up here, so a site disabled
 //! on one node is refused on every node from that moment.
 
-use crate::entities::{decode, encode};
+use crate::entities::{decode_request, encode};
 use crate::host::behavior::{AuditNote, Effects, EntityBehavior, HandleError, IncomingMessage};
 use crate::model::entity_kind::EntityKind;
 use crate::model::partner::{
@@ -66,10 +66,7 @@ impl EntityBehavior for PartnerEntity {
         state: &mut PartnerRegistry,
         message: &IncomingMessage<'_>,
     ) -> Result<Effects, HandleError> {
-        let request: PartnerRequest =
-            decode(message.payload).map_err(|error| HandleError::Malformed {
-                reason: error.to_string(),
-            })?;
+        let request: PartnerRequest = decode_request(message)?;
         let (reply, audit_opt) = match request {
             PartnerRequest::SaveSite { site_id, change } => {
                 match state.save_site(&site_id, change, message.now_unix_ms) {
@@ -110,6 +107,7 @@ impl EntityBehavior for PartnerEntity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::entities::decode;
     use crate::host::behavior::OwnerStamp;
     use uuid::Uuid;
 

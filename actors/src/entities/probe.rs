@@ -3,7 +3,6 @@
 use crate::host::behavior::{Effects, EntityBehavior, HandleError, IncomingMessage, Outgoing};
 use crate::model::entity_kind::EntityKind;
 use crate::model::probe::ProbeState;
-use lanmesh_bus::codec::{FrameLimits, decode_message, encode_message};
 use serde::{Deserialize, Serialize};
 
 /// A message to a probe.
@@ -109,20 +108,11 @@ impl From<&ProbeState> for ProbeReport {
     }
 }
 
-/// Encodes a probe message or reply (named-field MessagePack).
-pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, lanmesh_bus::codec::CodecError> {
-    encode_message(message, &FrameLimits::default())
-}
+use super::decode_request;
+pub use super::{decode, encode};
 
 fn encode_reply(reply: &ProbeReply) -> Result<Option<Vec<u8>>, HandleError> {
     encode(reply).map(Some).map_err(HandleError::from)
-}
-
-/// Decodes a probe message or reply.
-pub fn decode<T: serde::de::DeserializeOwned>(
-    payload: &[u8],
-) -> Result<T, lanmesh_bus::codec::CodecError> {
-    decode_message(payload, &FrameLimits::default())
 }
 
 /// The probe behaviour.
@@ -137,10 +127,7 @@ impl EntityBehavior for ProbeEntity {
         state: &mut ProbeState,
         message: &IncomingMessage<'_>,
     ) -> Result<Effects, HandleError> {
-        let request: ProbeRequest =
-            decode(message.payload).map_err(|error| HandleError::Malformed {
-                reason: error.to_string(),
-            })?;
+        let request: ProbeRequest = decode_request(message)?;
         let owner = message.owner;
         Ok(match request {
             ProbeRequest::Record { seq } => {

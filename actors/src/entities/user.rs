@@ -249,6 +249,7 @@ pub enum UserReply {
     Refused(UserError),
 }
 
+use super::decode_request;
 pub use super::{decode, encode};
 
 /// The user behaviour.
@@ -263,10 +264,7 @@ impl EntityBehavior for UserEntity {
         state: &mut UserState,
         message: &IncomingMessage<'_>,
     ) -> Result<Effects, HandleError> {
-        let request: UserRequest =
-            decode(message.payload).map_err(|error| HandleError::Malformed {
-                reason: error.to_string(),
-            })?;
+        let request: UserRequest = decode_request(message)?;
         let now = message.now_unix_ms;
         let account = message.entity_id;
         let mutating = !matches!(

@@ -3,6 +3,7 @@
 
 use crate::model::entity_kind::EntityKind;
 use lanmesh_bus::EntityAddress;
+use lanmesh_storage::PresenceSample;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
@@ -77,6 +78,10 @@ pub struct Effects {
     pub pushes: Vec<Push>,
     /// Audit events, appended after the state is durable and before the acknowledgement.
     pub audit: Vec<AuditNote>,
+    /// Presence samples, appended before the acknowledgement. Samples are idempotent in the
+    /// store, so they are not remembered for redeliveries: a redelivery appends them again
+    /// and changes no figure. Their times must come from the message, never from `now`.
+    pub samples: Vec<PresenceSample>,
 }
 
 /// A message an entity cannot handle, ever (it is dead-lettered).

@@ -10,7 +10,9 @@ use crate::host::behavior::{EntityBehavior, IncomingMessage, OwnerStamp, Push};
 use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, WrapFuture};
 use lanmesh_bus::envelope::now_unix_ms;
 use lanmesh_bus::{EntityAddress, Envelope};
-use lanmesh_storage::{EntityKey, EntityStateStore, StateVersion, StoreError, StoredEntityState};
+use lanmesh_storage::{
+    EntityKey, EntityStateStore, PresenceSample, StateVersion, StoreError, StoredEntityState,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::marker::PhantomData;
@@ -89,6 +91,8 @@ pub struct Applied {
     pub audit: Vec<RecordedAudit>,
     /// Pushes to client sessions (empty for a duplicate: pushes are best effort).
     pub pushes: Vec<Push>,
+    /// Presence samples to append (idempotent; computed again on a redelivery).
+    pub samples: Vec<PresenceSample>,
 }
 
 /// Why a message was not applied.
@@ -263,6 +267,7 @@ async fn apply_message<B: EntityBehavior>(
                 sent: first.sent.clone(),
                 audit: first.audit.clone(),
                 pushes: Vec::new(),
+                samples: Vec::new(),
             };
             return (Ok(applied), Some(restored));
         }
@@ -305,6 +310,7 @@ async fn apply_message<B: EntityBehavior>(
             sent,
             audit,
             pushes: effects.pushes,
+            samples: effects.samples,
         };
         if !effects.state_changed && applied.sent.is_empty() && applied.audit.is_empty() {
             // Nothing to make durable; a redelivery simply runs it again.

@@ -7,7 +7,7 @@
 //! actor that restores the state from storage.
 //!
 //! Effects are carried out after the state is durable and before the delivery is
-//! acknowledged: audit events are appended and messages to other entities sent (a failure of
+//! acknowledged: audit events and presence samples are appended and messages to other entities sent (a failure of
 //! either hands the delivery back, and the redelivery repeats them with their first ids), then
 //! pushes to client sessions and the reply go out (best effort: a session re-syncs when it
 //! resumes, an asker retries).
@@ -27,7 +27,7 @@ use lanmesh_bus::{
     Delivery, Destination, EntityAddress, Envelope, HandlerOutcome, NodeId, PublishOptions,
     ShardId, Transport,
 };
-use lanmesh_storage::{AuditEvent, AuditStore, EntityKey, EntityStateStore};
+use lanmesh_storage::{AuditEvent, AuditStore, EntityKey, EntityStateStore, PresenceSampleStore};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
@@ -124,6 +124,8 @@ pub struct HostDependencies {
     pub store: Arc<dyn EntityStateStore>,
     /// Where the entities' audit events go.
     pub audit: Arc<dyn AuditStore>,
+    /// Where segment entities' presence samples go.
+    pub presence: Arc<dyn PresenceSampleStore>,
     /// How addresses map to shards (the cluster's shard count).
     pub shard_map: ShardMap,
     /// Threads the actors run on (at least one).
@@ -260,6 +262,12 @@ impl EntityHost {
                 tracing::warn!(entity = %request.target, error = %error, "audit events not stored; handing the delivery back");
                 return HandlerOutcome::Retry;
             }
+        }
+        if !applied.samples.is_empty()
+            && let Err(error) = dependencies.presence.append(applied.samples).await
+        {
+            tracing::warn!(entity = %request.target, error = %error, "presence samples not stored; handing the delivery back");
+            return HandlerOutcome::Retry;
         }
         for sent in applied.sent {
             let shard = dependencies.shard_map.shard_for(&sent.target);

@@ -68,6 +68,7 @@ async fn fixture(config: HostConfig) -> Fixture {
             transport: Arc::clone(&transport),
             store: stores.entity_state,
             audit: stores.audit,
+            presence: stores.presence,
             shard_map,
             arbiters: vec![actix::Arbiter::current()],
             metrics: metrics.clone(),

@@ -10,6 +10,9 @@ use thiserror::Error;
 /// entity holds them all and answers every lookup.
 pub const PARTNER_REGISTRY_ID: &str = "registry";
 
+/// The id of the one segment-directory entity.
+pub const SEGMENT_DIRECTORY_ID: &str = "directory";
+
 /// One kind of entity; each entity is one actor, addressed by (kind, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntityKind {
@@ -29,6 +32,9 @@ pub enum EntityKind {
     Share,
     /// The registry of partner sites whose users may log in (one entity, [`PARTNER_REGISTRY_ID`]).
     Partner,
+    /// The directory of every registered venue segment and its gateway (one entity,
+    /// [`SEGMENT_DIRECTORY_ID`]): refuses overlaps, feeds every node's segment index.
+    SegmentDirectory,
     /// A diagnostic entity that records what it receives: cluster checks and load tests use it
     /// to prove exactly-once, in-order delivery across nodes.
     Probe,
@@ -36,7 +42,7 @@ pub enum EntityKind {
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::User,
         Self::Session,
         Self::Gateway,
@@ -45,6 +51,7 @@ impl EntityKind {
         Self::Ledger,
         Self::Share,
         Self::Partner,
+        Self::SegmentDirectory,
         Self::Probe,
     ];
 
@@ -59,6 +66,7 @@ impl EntityKind {
             Self::Ledger => "ledger",
             Self::Share => "share",
             Self::Partner => "partner",
+            Self::SegmentDirectory => "segment_directory",
             Self::Probe => "probe",
         }
     }

@@ -7,6 +7,7 @@
 
 use crate::model::certification::{CertificationOutcome, WindowFigures};
 use crate::model::segment::Segment;
+use crate::model::user::KeyRecord;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -62,6 +63,8 @@ pub struct CertificationRecord {
 pub struct GatewayConnection {
     /// The gateway's session.
     pub session_id: String,
+    /// The key the session's requests carry (only its hash).
+    pub key: KeyRecord,
     /// The node holding it.
     pub node_id: String,
     /// Since when it is online.
@@ -103,6 +106,8 @@ pub enum GatewayError {
     },
     /// A certified gateway's registration cannot be amended (register a new gateway).
     Certified,
+    /// The key is not this gateway's current session key, or it expired.
+    KeyInvalid,
     /// The request contradicts the state.
     Invalid {
         /// Why.
@@ -225,11 +230,33 @@ impl GatewayState {
         Ok(self.credential_hash.clone())
     }
 
-    /// The gateway logged in on `node_id`; a result decided while it was offline is pushed.
+    /// Checks a key presented for the gateway's session.
+    pub fn check_key(
+        &self,
+        session_id: &str,
+        key_hash: &str,
+        now_unix_ms: u64,
+    ) -> Result<(), GatewayError> {
+        self.registration()?;
+        match &self.connection_opt {
+            Some(connection)
+                if connection.session_id == session_id
+                    && connection.key.hash == key_hash
+                    && connection.key.expires_at_unix_ms > now_unix_ms =>
+            {
+                Ok(())
+            }
+            _ => Err(GatewayError::KeyInvalid),
+        }
+    }
+
+    /// The gateway logged in on `node_id` (a newer login replaces an older connection); a
+    /// result decided while it was offline is pushed.
     pub fn online(
         &mut self,
         session_id: String,
         node_id: String,
+        key: KeyRecord,
         now_unix_ms: u64,
     ) -> GatewayResult<()> {
         self.registration()?;
@@ -244,6 +271,7 @@ impl GatewayState {
         }
         self.connection_opt = Some(GatewayConnection {
             session_id,
+            key,
             node_id,
             since_unix_ms: now_unix_ms,
         });

@@ -6,4 +6,5 @@ pub mod gateway;
 pub mod partner;
 pub mod probe;
 pub mod segment;
+pub mod segment_directory;
 pub mod user;

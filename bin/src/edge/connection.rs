@@ -222,6 +222,7 @@ async fn serve(
     for session in context.attached_sessions() {
         session.do_send(Detach(connection_id));
     }
+    ops::connection_closed(&edge, &context).await;
     edge.deps.metrics.connections_open.dec();
     tracing::debug!(connection = connection_id, reason = ?close_reason, "websocket closed");
     let _ = socket.close(close_reason).await;

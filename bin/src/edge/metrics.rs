@@ -21,6 +21,10 @@ pub struct EdgeMetrics {
     pub pushes_routed: Counter,
     /// Pushes for sessions this node no longer holds.
     pub pushes_unclaimed: Counter,
+    /// The segment-directory revision this node's segment index holds.
+    pub venue_index_revision: Gauge,
+    /// Segments in this node's segment index.
+    pub venue_segments: Gauge,
 }
 
 impl EdgeMetrics {
@@ -61,10 +65,25 @@ impl EdgeMetrics {
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
         }
-        registry.register(
-            "lanmesh_edge_connections_open",
-            "WebSocket connections open now",
-            self.connections_open.clone(),
-        );
+        let gauges = [
+            (
+                "lanmesh_edge_connections_open",
+                "WebSocket connections open now",
+                &self.connections_open,
+            ),
+            (
+                "lanmesh_edge_venue_index_revision",
+                "The segment-directory revision this node's segment index holds",
+                &self.venue_index_revision,
+            ),
+            (
+                "lanmesh_edge_venue_segments",
+                "Segments in this node's segment index",
+                &self.venue_segments,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
     }
 }

@@ -11,11 +11,13 @@
 pub mod auth;
 pub mod client_address;
 pub mod connection;
+pub mod gateway_ops;
 pub mod metrics;
 pub mod ops;
 pub mod partner_ops;
 pub mod protocol;
 pub mod sessions;
+pub mod venues;
 
 use crate::edge::auth::{AddressLimiter, PasswordCost};
 use crate::edge::client_address::TrustedProxies;
@@ -27,6 +29,7 @@ use crate::partner::secret_box::SecretBox;
 use lanmesh_actors::entities::user::{self, UserReply, UserRequest};
 use lanmesh_actors::host::push::SessionPushes;
 use lanmesh_actors::model::entity_kind::EntityKind;
+use lanmesh_actors::model::segment::SegmentLimits;
 use lanmesh_actors::model::user::{LoginLimit, SessionPush};
 use lanmesh_bus::request_reply::{RequestPolicy, Requester};
 use lanmesh_bus::shard_map::ShardMap;
@@ -74,6 +77,8 @@ pub struct EdgeLimits {
     pub max_message_bytes: usize,
     /// How long a request to an entity may take.
     pub request_timeout: Duration,
+    /// How large a registered venue segment may be.
+    pub segment_limits: SegmentLimits,
 }
 
 /// What the edge needs from the node.
@@ -117,6 +122,8 @@ pub struct Edge {
     on_detached: DetachNotice,
     /// Set once the node is stopping: every connection closes.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Which venue segment a client address belongs to.
+    venues: venues::VenueIndex,
 }
 
 impl Edge {
@@ -146,6 +153,7 @@ impl Edge {
                 next_connection_id: AtomicU64::new(1),
                 on_detached,
                 stopping: tokio::sync::watch::Sender::new(false),
+                venues: venues::VenueIndex::default(),
             }
         }))
     }
@@ -233,11 +241,15 @@ impl Edge {
 
     /// Sends a one-way request to an account's entity (best effort, logged on failure).
     pub async fn tell_user(&self, account: &str, request: &UserRequest) {
-        let (destination, envelope) = match self.entity_envelope(EntityKind::User, account, request)
-        {
+        self.tell_entity(EntityKind::User, account, request).await;
+    }
+
+    /// Sends a one-way request to entity `id` of `kind` (best effort, logged on failure).
+    pub async fn tell_entity<R: Serialize>(&self, kind: EntityKind, id: &str, request: &R) {
+        let (destination, envelope) = match self.entity_envelope(kind, id, request) {
             Ok(addressed) => addressed,
             Err(error) => {
-                tracing::warn!(account, error = %error.message, "cannot tell a user entity");
+                tracing::warn!(%kind, id, error = %error.message, "cannot tell an entity");
                 return;
             }
         };
@@ -247,7 +259,7 @@ impl Edge {
             .publish(&destination, envelope, &PublishOptions::default())
             .await
         {
-            tracing::warn!(account, error = %error, "cannot tell a user entity");
+            tracing::warn!(%kind, id, error = %error, "cannot tell an entity");
         }
     }
 

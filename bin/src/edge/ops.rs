@@ -4,7 +4,6 @@
 
 use crate::edge::Edge;
 use crate::edge::auth::{self, ParsedKey};
-use crate::edge::partner_ops;
 use crate::edge::protocol::{
     CallSignalRequest, ClientFrame, ContactsReply, ConversationKind, ConversationOpenReply,
     ConversationOpenRequest, ErrorBody, ErrorCode, FriendAnswerRequest, FriendRemoveRequest,
@@ -16,8 +15,12 @@ use crate::edge::protocol::{
     WireOutgoingRequest, WireRequest, WireStatus, WireWidgetEntry,
 };
 use crate::edge::sessions::{ConnectionLink, SessionActor, wire_hint, wire_status};
+use crate::edge::{gateway_ops, partner_ops};
 use actix::Addr;
+use lanmesh_actors::entities::gateway::GatewayRequest;
+use lanmesh_actors::entities::segment::ClientEvent;
 use lanmesh_actors::entities::user::{SessionAuth, SessionOp, UserReply, UserRequest};
+use lanmesh_actors::model::entity_kind::EntityKind;
 use lanmesh_actors::model::user::{
     IncomingRequest, KeyRecord, SessionMode, SessionOpening, SessionSnapshot, Status, UserError,
     WidgetEntry,
@@ -26,7 +29,7 @@ use lanmesh_bus::envelope::now_unix_ms;
 use lanmesh_storage::{ChatMessage, PageCursor, PageRequest, StoreError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
 use uuid::Uuid;
@@ -46,6 +49,10 @@ pub struct ConnectionContext {
     peer_ip_opt: Option<IpAddr>,
     version: OnceLock<u32>,
     attached: Mutex<Vec<(String, Addr<SessionActor>)>>,
+    /// Accounts logged in or resumed on this connection (their session ends with it).
+    accounts: Mutex<BTreeSet<String>>,
+    /// The gateway logged in on this connection: (gateway id, session id).
+    gateway_opt: Mutex<Option<(String, String)>>,
 }
 
 impl ConnectionContext {
@@ -56,6 +63,8 @@ impl ConnectionContext {
             peer_ip_opt,
             version: OnceLock::new(),
             attached: Mutex::new(Vec::new()),
+            accounts: Mutex::new(BTreeSet::new()),
+            gateway_opt: Mutex::new(None),
         }
     }
 
@@ -63,6 +72,27 @@ impl ConnectionContext {
         self.attached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The client's address (the peer, or what a trusted proxy forwarded).
+    pub fn client_ip_opt(&self) -> Option<IpAddr> {
+        self.peer_ip_opt
+    }
+
+    /// Records the gateway logged in on this connection.
+    pub(super) fn set_gateway(&self, gateway_id: String, session_id: String) {
+        *self
+            .gateway_opt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((gateway_id, session_id));
+    }
+
+    /// The gateway logged in on this connection: (gateway id, session id).
+    pub(super) fn gateway(&self) -> Option<(String, String)> {
+        self.gateway_opt
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The session actors this connection is attached to.
@@ -88,7 +118,7 @@ pub(super) fn bad_request(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::BadRequest, message)
 }
 
-fn body<T: DeserializeOwned>(op: &str, value: &rmpv::Value) -> Result<T, ErrorBody> {
+pub(super) fn body<T: DeserializeOwned>(op: &str, value: &rmpv::Value) -> Result<T, ErrorBody> {
     // Through bytes, so enums read from their names as everywhere else in the protocol.
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, value)
@@ -206,6 +236,16 @@ async fn dispatch(
         "session.partner_login" => {
             partner_ops::partner_login(edge, context, body(op, &body_value)?).await
         }
+        "gateway.register" => gateway_ops::register(edge, context, body(op, &body_value)?).await,
+        "gateway.login" => gateway_ops::login(edge, context, body(op, &body_value)?).await,
+        "gateway.amend" => {
+            let key = authenticate(key_opt)?;
+            gateway_ops::amend(edge, &key, body(op, &body_value)?).await
+        }
+        "gateway.status" => {
+            let key = authenticate(key_opt)?;
+            gateway_ops::status(edge, &key).await
+        }
         _ => {
             let key = authenticate(key_opt)?;
             authed(edge, context, op, &key, body_value).await
@@ -213,7 +253,7 @@ async fn dispatch(
     }
 }
 
-fn authenticate(key_opt: Option<&str>) -> Result<ParsedKey, ErrorBody> {
+pub(super) fn authenticate(key_opt: Option<&str>) -> Result<ParsedKey, ErrorBody> {
     let text = key_opt.ok_or_else(|| {
         ErrorBody::new(
             ErrorCode::Unauthenticated,
@@ -247,14 +287,6 @@ fn hello(edge: &Edge, context: &ConnectionContext, request: &HelloRequest) -> Op
         max_frame_bytes: edge.limits.max_frame_bytes,
         idle_timeout_ms: u64::try_from(edge.limits.idle_timeout.as_millis()).unwrap_or(u64::MAX),
     })
-}
-
-fn check_password(password: &str) -> Result<(), ErrorBody> {
-    if (8..=256).contains(&password.len()) {
-        Ok(())
-    } else {
-        Err(bad_request("passwords are 8 to 256 bytes long"))
-    }
 }
 
 async fn register(edge: &Edge, request: RegisterRequest) -> OpResult {
@@ -301,6 +333,14 @@ pub(super) fn check_login_rate(edge: &Edge, context: &ConnectionContext) -> Resu
         });
     }
     Ok(())
+}
+
+pub(super) fn check_password(password: &str) -> Result<(), ErrorBody> {
+    if (8..=256).contains(&password.len()) {
+        Ok(())
+    } else {
+        Err(bad_request("passwords are 8 to 256 bytes long"))
+    }
 }
 
 pub(super) fn check_device(device: &str) -> Result<(), ErrorBody> {
@@ -353,8 +393,32 @@ pub(super) fn prepare_login(
     })
 }
 
-/// Attaches the opened session to the connection and answers the login.
-pub(super) fn complete_login(
+/// The connection went away: its accounts' sessions end here (the first monitor counts it)
+/// and its gateway goes offline (the second monitor).
+pub async fn connection_closed(edge: &Edge, context: &ConnectionContext) {
+    let accounts: Vec<String> = context
+        .accounts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .cloned()
+        .collect();
+    if let Some(client_ip) = context.peer_ip_opt {
+        for account in accounts {
+            edge.tell_segment(&account, client_ip, ClientEvent::SessionEnd)
+                .await;
+        }
+    }
+    if let Some((gateway_id, session_id)) = context.gateway() {
+        let request = GatewayRequest::Offline { session_id };
+        edge.tell_entity(EntityKind::Gateway, &gateway_id, &request)
+            .await;
+    }
+}
+
+/// Attaches the opened session to the connection, counts the login in the client's venue
+/// segment, and answers the login.
+pub(super) async fn complete_login(
     edge: &Edge,
     context: &ConnectionContext,
     account: &str,
@@ -373,6 +437,10 @@ pub(super) fn complete_login(
         )
     };
     attach(edge, context, account, &snapshot.session_id);
+    if let Some(client_ip) = context.peer_ip_opt {
+        edge.tell_segment(account, client_ip, ClientEvent::Login)
+            .await;
+    }
     session_reply(account, snapshot, Some((key_text, pending.expires_at_ms)))
 }
 
@@ -422,10 +490,15 @@ async fn login(edge: &Edge, context: &ConnectionContext, request: LoginRequest) 
         UserReply::Refused(error) => return Err(refusal(error)),
         other => return Err(unexpected(&other)),
     };
-    value(&complete_login(edge, context, &account, pending, snapshot))
+    value(&complete_login(edge, context, &account, pending, snapshot).await)
 }
 
 fn attach(edge: &Edge, context: &ConnectionContext, account: &str, session_id: &str) {
+    context
+        .accounts
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(account.to_owned());
     let mut attached = context.attached();
     if attached
         .iter()
@@ -555,6 +628,10 @@ async fn authed(
             match ask_session(edge, key, resume, None).await? {
                 UserReply::Session(snapshot) => {
                     attach(edge, context, &key.account, &key.session_id);
+                    if let Some(client_ip) = context.peer_ip_opt {
+                        edge.tell_segment(&key.account, client_ip, ClientEvent::Login)
+                            .await;
+                    }
                     value(&session_reply(&key.account, snapshot, None))
                 }
                 other => Err(unexpected(&other)),
@@ -575,7 +652,19 @@ async fn authed(
                 expires_at_ms,
             })
         }
-        "session.logout" => ask_done(edge, key, SessionOp::Logout).await,
+        "session.logout" => {
+            let reply = ask_done(edge, key, SessionOp::Logout).await?;
+            if let Some(client_ip) = context.peer_ip_opt {
+                edge.tell_segment(&key.account, client_ip, ClientEvent::Logout)
+                    .await;
+            }
+            context
+                .accounts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&key.account);
+            Ok(reply)
+        }
         "session.revoke" => {
             let request: RevokeRequest = body(op, &body_value)?;
             ask_done(

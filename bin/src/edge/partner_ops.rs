@@ -199,7 +199,7 @@ pub(super) async fn partner_login(
         other => return Err(unexpected(&other)),
     };
     let session_id = snapshot.session_id.clone();
-    let mut reply = complete_login(edge, context, &account, pending, snapshot);
+    let mut reply = complete_login(edge, context, &account, pending, snapshot).await;
     reply.account_created = created;
     if let Some(session) = edge.registry.get(&session_id) {
         let client = Arc::clone(client);

@@ -118,6 +118,8 @@ pub enum ErrorCode {
     PartnerCircuitOpen,
     /// The partner site's answer was too large, malformed, unsigned or not for this request.
     PartnerBadAnswer,
+    /// A registered segment overlaps another venue's (the message names them).
+    SegmentConflict,
 }
 
 /// `hello`: negotiates the protocol version.
@@ -699,4 +701,113 @@ pub struct SessionEndedPush {
     pub session: String,
     /// Why.
     pub reason: String,
+}
+
+/// `gateway.register` (and, without `password`, `gateway.amend`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GatewayRegisterRequest {
+    /// The venue's name, 1–128 characters.
+    pub venue_name: String,
+    /// The venue's postal address, 1–256 characters.
+    pub venue_address: String,
+    /// The IM account of the venue's admin (must exist).
+    pub admin_account: String,
+    /// The LAN's public segments as CIDR blocks, 1–16.
+    pub segments: Vec<String>,
+    /// The gateway's password, 8–256 bytes (`gateway.register` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+/// Reply to `gateway.register`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayRegisterReply {
+    /// The new gateway's id (it logs in with it).
+    pub gateway_id: String,
+    /// Always `pending`.
+    pub status: WireGatewayStatus,
+    /// When the first monitoring window starts (the next UTC midnight).
+    pub window_starts_at_ms: u64,
+}
+
+/// `gateway.login`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct GatewayLoginRequest {
+    /// The gateway.
+    pub gateway_id: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// Where a gateway stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireGatewayStatus {
+    /// Being monitored.
+    Pending,
+    /// Certified at a tier.
+    Certified,
+    /// Rejected: amend the registration.
+    Rejected,
+}
+
+/// One certification result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireCertification {
+    /// `certified` or `rejected`.
+    pub status: WireGatewayStatus,
+    /// The tier, when certified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// What the tier grants.
+    #[serde(default)]
+    pub permissions: Vec<String>,
+    /// Why it was rejected: each condition, measured against required.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// The policy version that decided it.
+    pub policy_version: u64,
+    /// The window evaluated.
+    pub window_start_ms: u64,
+    /// The window's end.
+    pub window_end_ms: u64,
+    /// When it was decided.
+    pub decided_at_ms: u64,
+}
+
+/// Reply to `gateway.status`, and part of the `gateway.login` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayStatusReply {
+    /// The gateway.
+    pub gateway_id: String,
+    /// The venue's name.
+    pub venue_name: String,
+    /// The venue's address.
+    pub venue_address: String,
+    /// The admin's account.
+    pub admin_account: String,
+    /// The registered segments, canonical.
+    pub segments: Vec<String>,
+    /// Where it stands.
+    pub status: WireGatewayStatus,
+    /// Bumped by every registration or amendment.
+    pub revision: u64,
+    /// Start of the current monitoring window.
+    pub window_starts_at_ms: u64,
+    /// Results, oldest first.
+    pub history: Vec<WireCertification>,
+}
+
+/// Reply to `gateway.login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayLoginReply {
+    /// The key for `gateway.amend` and `gateway.status`, valid while this login lasts.
+    pub key: String,
+    /// When the key expires.
+    pub expires_at_ms: u64,
+    /// The gateway's state.
+    pub gateway: GatewayStatusReply,
+    /// A result decided while the gateway was offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelivered: Option<WireCertification>,
 }

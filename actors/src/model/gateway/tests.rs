@@ -29,6 +29,13 @@ fn registered(now_unix_ms: u64) -> GatewayState {
     state
 }
 
+fn key() -> KeyRecord {
+    KeyRecord {
+        hash: "key-hash".to_owned(),
+        expires_at_unix_ms: u64::MAX,
+    }
+}
+
 fn figures() -> WindowFigures {
     WindowFigures {
         client_logins: 120,
@@ -138,7 +145,12 @@ fn amending_restarts_the_window_but_a_certified_gateway_cannot_amend() {
 fn uptime_is_split_at_midnight_and_counts_the_open_interval() {
     let mut state = registered(DAY_10);
     state
-        .online("g1".to_owned(), "node-a".to_owned(), DAY_10 + 23 * HOUR_MS)
+        .online(
+            "g1".to_owned(),
+            "node-a".to_owned(),
+            key(),
+            DAY_10 + 23 * HOUR_MS,
+        )
         .unwrap();
     state.offline("g1", DAY_10 + DAY_MS + HOUR_MS).unwrap();
     assert_eq!(
@@ -147,7 +159,12 @@ fn uptime_is_split_at_midnight_and_counts_the_open_interval() {
     );
     // Open again on day 13, counted up to now.
     state
-        .online("g2".to_owned(), "node-a".to_owned(), DAY_10 + 3 * DAY_MS)
+        .online(
+            "g2".to_owned(),
+            "node-a".to_owned(),
+            key(),
+            DAY_10 + 3 * DAY_MS,
+        )
         .unwrap();
     let now = DAY_10 + 3 * DAY_MS + 2 * HOUR_MS;
     assert_eq!(
@@ -182,7 +199,12 @@ fn a_result_is_pushed_when_online_and_kept_for_the_next_login_when_offline() {
     assert!(pushes(&effects).is_empty());
     assert!(state.undelivered_opt.is_some());
     let ((), effects) = state
-        .online("g1".to_owned(), "node-a".to_owned(), DAY_10 + 8 * DAY_MS)
+        .online(
+            "g1".to_owned(),
+            "node-a".to_owned(),
+            key(),
+            DAY_10 + 8 * DAY_MS,
+        )
         .unwrap();
     let delivered = pushes(&effects);
     assert!(matches!(
@@ -222,5 +244,30 @@ fn history_is_bounded() {
     assert_eq!(
         state.history.first().map(|record| record.decided_unix_ms),
         Some(5 * DAY_MS)
+    );
+}
+
+#[test]
+fn only_the_current_sessions_key_is_accepted() {
+    let mut state = registered(DAY_10);
+    assert_eq!(
+        state.check_key("g1", "key-hash", DAY_10),
+        Err(GatewayError::KeyInvalid)
+    );
+    state
+        .online("g1".to_owned(), "node-a".to_owned(), key(), DAY_10)
+        .unwrap();
+    assert_eq!(state.check_key("g1", "key-hash", DAY_10), Ok(()));
+    assert_eq!(
+        state.check_key("g1", "other-hash", DAY_10),
+        Err(GatewayError::KeyInvalid)
+    );
+    state
+        .online("g2".to_owned(), "node-b".to_owned(), key(), DAY_10 + 1)
+        .unwrap();
+    assert_eq!(
+        state.check_key("g1", "key-hash", DAY_10 + 1),
+        Err(GatewayError::KeyInvalid),
+        "a newer login replaces the older session"
     );
 }

@@ -1,17 +1,9 @@
-//! The operator HTTP API (`/api/v1/...`, JSON), for the IM provider's staff. Every call needs
-//! `Authorization: Bearer <operator.token>`; without a configured token the API answers 503.
-//!
-//! - `GET  /api/v1/partner-registry`: this server's partner id and every partner site;
-//! - `PUT  /api/v1/partner-registry/server-id`: set this server's id as partner sites know it;
-//! - `GET  /api/v1/partner-registry/sites/{site_id}`: one site;
-//! - `PUT  /api/v1/partner-registry/sites/{site_id}`: add or change a site (its shared secret
-//!   is sealed here and never returned).
-//!
-//! Changes go to the partner-registry entity, which records an audit event for each.
+//! The partner-registry routes of the operator API: this server's partner id and the partner
+//! sites (S2). A site's shared secret is sealed here, before it reaches the registry entity,
+//! and never returned.
 
-use crate::config::SecretText;
+use super::{OperatorAuth, bad_request, error_response, unavailable};
 use crate::edge::Edge;
-use crate::edge::protocol::ErrorBody;
 use crate::partner::identity::validate_site_id;
 use crate::partner::wire::MAX_DISPLAY_NAME_CHARS;
 use actix_web::http::StatusCode;
@@ -20,89 +12,14 @@ use lanmesh_actors::entities::partner::{PartnerReply, PartnerRequest};
 use lanmesh_actors::model::entity_kind::{EntityKind, PARTNER_REGISTRY_ID};
 use lanmesh_actors::model::partner::{PartnerSite, RegistryError, SiteChange};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// Largest JSON body the operator API reads.
-const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Shortest shared secret accepted for a partner site.
 const MIN_SECRET_BYTES: usize = 16;
 /// Longest shared secret.
 const MAX_SECRET_BYTES: usize = 256;
 /// Longest endpoint URL.
 const MAX_URL_BYTES: usize = 512;
-
-/// Who may call the operator API.
-pub struct OperatorAuth {
-    token_hash_opt: Option<[u8; 32]>,
-}
-
-impl OperatorAuth {
-    /// From `operator.token` (only its SHA-256 is kept).
-    pub fn new(token_opt: Option<&SecretText>) -> Self {
-        Self {
-            token_hash_opt: token_opt.map(|token| Sha256::digest(token.0.as_bytes()).into()),
-        }
-    }
-
-    /// The refusal of a request that does not carry the operator token, if it does not.
-    fn refusal(&self, request: &HttpRequest) -> Option<HttpResponse> {
-        let Some(expected) = &self.token_hash_opt else {
-            return Some(error_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "operator_api_disabled",
-                "the operator API is off; set operator.token to turn it on",
-            ));
-        };
-        let presented_opt = request
-            .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        // Comparing digests: timing reveals nothing about the token itself.
-        let matches = presented_opt
-            .is_some_and(|presented| Sha256::digest(presented.as_bytes()).as_slice() == expected);
-        if matches {
-            None
-        } else {
-            let mut response = error_response(
-                StatusCode::UNAUTHORIZED,
-                "unauthorised",
-                "present the operator token as Authorization: Bearer <token>",
-            );
-            response.headers_mut().insert(
-                actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static("Bearer"),
-            );
-            Some(response)
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct ApiError<'a> {
-    error: &'a str,
-    message: &'a str,
-}
-
-fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResponse {
-    HttpResponse::build(status).json(ApiError {
-        error: code,
-        message,
-    })
-}
-
-fn bad_request(message: &str) -> HttpResponse {
-    error_response(StatusCode::BAD_REQUEST, "bad_request", message)
-}
-
-fn unavailable(error: &ErrorBody) -> HttpResponse {
-    error_response(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        &error.message,
-    )
-}
 
 /// A site as operators see it (never with its secret).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -247,7 +164,7 @@ fn unexpected(reply: &PartnerReply) -> HttpResponse {
     )
 }
 
-async fn get_registry(
+pub(super) async fn get_registry(
     request: HttpRequest,
     auth: web::Data<OperatorAuth>,
     edge: web::Data<Arc<Edge>>,
@@ -265,7 +182,7 @@ async fn get_registry(
     }
 }
 
-async fn get_site(
+pub(super) async fn get_site(
     request: HttpRequest,
     auth: web::Data<OperatorAuth>,
     edge: web::Data<Arc<Edge>>,
@@ -285,7 +202,7 @@ async fn get_site(
     }
 }
 
-async fn put_site(
+pub(super) async fn put_site(
     request: HttpRequest,
     auth: web::Data<OperatorAuth>,
     edge: web::Data<Arc<Edge>>,
@@ -342,7 +259,7 @@ async fn put_site(
     }
 }
 
-async fn put_server_id(
+pub(super) async fn put_server_id(
     request: HttpRequest,
     auth: web::Data<OperatorAuth>,
     edge: web::Data<Arc<Edge>>,
@@ -364,22 +281,4 @@ async fn put_server_id(
         Ok(other) => unexpected(&other),
         Err(response) => response,
     }
-}
-
-/// Adds the operator API's routes.
-pub fn configure(config: &mut web::ServiceConfig) {
-    let json = web::JsonConfig::default()
-        .limit(MAX_BODY_BYTES)
-        .error_handler(|error, _request| {
-            let message = format!("the body is not acceptable JSON: {error}");
-            actix_web::error::InternalError::from_response(error, bad_request(&message)).into()
-        });
-    config.service(
-        web::scope("/api/v1/partner-registry")
-            .app_data(json)
-            .route("", web::get().to(get_registry))
-            .route("/server-id", web::put().to(put_server_id))
-            .route("/sites/{site_id}", web::get().to(get_site))
-            .route("/sites/{site_id}", web::put().to(put_site)),
-    );
 }

@@ -1,0 +1,125 @@
+//! The operator HTTP API (`/api/v1/...`, JSON), for the IM provider's staff. Every call needs
+//! `Authorization: Bearer <operator.token>`; without a configured token the API answers 503.
+//!
+//! - `GET  /api/v1/partner-registry`: this server's partner id and every partner site;
+//! - `PUT  /api/v1/partner-registry/server-id`: set this server's id as partner sites know it;
+//! - `GET  /api/v1/partner-registry/sites/{site_id}`: one site;
+//! - `PUT  /api/v1/partner-registry/sites/{site_id}`: add or change a site (its shared secret
+//!   is sealed here and never returned).
+//!
+//! - `GET  /api/v1/gateways/{gateway_id}`: a gateway's registration, status and tier history;
+//! - `GET  /api/v1/segment-figures?segment=CIDR&from_ms=..&to_ms=..`: the first monitor's
+//!   figures of one segment over a window.
+//!
+//! Changes go to the entities concerned, which record an audit event for each.
+
+use crate::config::SecretText;
+use crate::edge::protocol::ErrorBody;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+mod partners;
+mod venues;
+
+/// Largest JSON body the operator API reads.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Who may call the operator API.
+pub struct OperatorAuth {
+    token_hash_opt: Option<[u8; 32]>,
+}
+
+impl OperatorAuth {
+    /// From `operator.token` (only its SHA-256 is kept).
+    pub fn new(token_opt: Option<&SecretText>) -> Self {
+        Self {
+            token_hash_opt: token_opt.map(|token| Sha256::digest(token.0.as_bytes()).into()),
+        }
+    }
+
+    /// The refusal of a request that does not carry the operator token, if it does not.
+    pub(super) fn refusal(&self, request: &HttpRequest) -> Option<HttpResponse> {
+        let Some(expected) = &self.token_hash_opt else {
+            return Some(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "operator_api_disabled",
+                "the operator API is off; set operator.token to turn it on",
+            ));
+        };
+        let presented_opt = request
+            .headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        // Comparing digests: timing reveals nothing about the token itself.
+        let matches = presented_opt
+            .is_some_and(|presented| Sha256::digest(presented.as_bytes()).as_slice() == expected);
+        if matches {
+            None
+        } else {
+            let mut response = error_response(
+                StatusCode::UNAUTHORIZED,
+                "unauthorised",
+                "present the operator token as Authorization: Bearer <token>",
+            );
+            response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Bearer"),
+            );
+            Some(response)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ApiError<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+pub(super) fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(ApiError {
+        error: code,
+        message,
+    })
+}
+
+pub(super) fn bad_request(message: &str) -> HttpResponse {
+    error_response(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+pub(super) fn unavailable(error: &ErrorBody) -> HttpResponse {
+    error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        &error.message,
+    )
+}
+
+/// Adds the operator API's routes.
+pub fn configure(config: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default()
+        .limit(MAX_BODY_BYTES)
+        .error_handler(|error, _request| {
+            let message = format!("the body is not acceptable JSON: {error}");
+            actix_web::error::InternalError::from_response(error, bad_request(&message)).into()
+        });
+    config.service(
+        web::scope("/api/v1/partner-registry")
+            .app_data(json)
+            .route("", web::get().to(partners::get_registry))
+            .route("/server-id", web::put().to(partners::put_server_id))
+            .route("/sites/{site_id}", web::get().to(partners::get_site))
+            .route("/sites/{site_id}", web::put().to(partners::put_site)),
+    );
+    config
+        .route(
+            "/api/v1/gateways/{gateway_id}",
+            web::get().to(venues::get_gateway),
+        )
+        .route(
+            "/api/v1/segment-figures",
+            web::get().to(venues::get_segment_figures),
+        );
+}
