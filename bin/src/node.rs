@@ -20,6 +20,7 @@ use crate::partner::breaker::BreakerPolicy;
 use crate::partner::client::{PartnerClient, PartnerClientSettings};
 use crate::partner::secret_box::SecretBox;
 use anyhow::Context;
+use lanmesh_actors::entities::certification_policy::CertificationPolicyEntity;
 use lanmesh_actors::entities::gateway::GatewayEntity;
 use lanmesh_actors::entities::partner::PartnerEntity;
 use lanmesh_actors::entities::probe::ProbeEntity;
@@ -241,7 +242,8 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             .with::<PartnerEntity>()
             .with::<GatewayEntity>()
             .with::<SegmentEntity>()
-            .with::<SegmentDirectoryEntity>(),
+            .with::<SegmentDirectoryEntity>()
+            .with::<CertificationPolicyEntity>(),
         HostConfig {
             passivate_after_idle: Duration::from_millis(raw.host.passivate_after_idle_ms),
             max_live_entities: raw.host.max_live_entities,

@@ -381,3 +381,181 @@ async fn gateways_register_log_in_and_count_clients_from_inside_their_segments()
     )
     .await;
 }
+
+async fn operator_send(
+    node_address: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .request(method, format!("http://{node_address}{path}"))
+        .bearer_auth(OPERATOR_TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("the operator API answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("a body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn gateway_login(address: &str, gateway_id: &str) -> (ImClient, GatewayLoginReply) {
+    let mut client = connect(address).await;
+    let reply = client
+        .request_ok(
+            "gateway.login",
+            None,
+            &GatewayLoginRequest {
+                gateway_id: gateway_id.to_owned(),
+                password: GATEWAY_PASSWORD.to_owned(),
+            },
+        )
+        .await
+        .expect("the gateway logs in");
+    (client, reply)
+}
+
+/// Certification on demand under an operator's versioned policy: one venue reaches the silver
+/// tier and is told at once (online); another is rejected with the measured-vs-required reason
+/// and is told at its next login (offline when decided).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
+    let Some(cluster) = start_cluster(
+        "venues::certification_certifies_at_the_right_tier_and_rejects_with_reasons",
+        1,
+        &[
+            ("LANMESH__OPERATOR__TOKEN", OPERATOR_TOKEN),
+            ("LANMESH__VENUES__INDEX_REFRESH_MS", "200"),
+        ],
+    )
+    .await
+    else {
+        return;
+    };
+    let node = address(&cluster, 0);
+    let policy = serde_json::json!({
+        "version": 1, "window_days": 1,
+        "pass": {"any": [
+            {"at_least": {"metric": "client_logins", "value": 2}},
+            {"at_least": {"metric": "gateway_online_hours", "value": 100}}]},
+        "tiers": [
+            {"name": "bronze", "condition": {"at_least": {"metric": "client_logins", "value": 2}}, "permissions": ["campaign.view"]},
+            {"name": "silver", "condition": {"at_least": {"metric": "client_logins", "value": 3}}, "permissions": ["campaign.enrol", "campaign.view"]}]
+    });
+    let (status, body) = operator_get(&node, "/api/v1/certification-policy").await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = operator_send(
+        &node,
+        reqwest::Method::PUT,
+        "/api/v1/certification-policy",
+        &policy,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = operator_send(
+        &node,
+        reqwest::Method::PUT,
+        "/api/v1/certification-policy",
+        &policy,
+    )
+    .await;
+    assert_eq!(status, 409, "the same version again: {body}");
+    let mut invalid = policy.clone();
+    invalid["version"] = 2.into();
+    invalid["window_days"] = 0.into();
+    let (status, body) = operator_send(
+        &node,
+        reqwest::Method::PUT,
+        "/api/v1/certification-policy",
+        &invalid,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    let mut admin = connect(&node).await;
+    sign_up(&mut admin, "venueadmin").await;
+    let busy = register_gateway(&mut admin, "Busy Cafe", &["127.0.0.48/28"])
+        .await
+        .expect("registers");
+    let quiet = register_gateway(&mut admin, "Quiet Cafe", &["127.0.0.64/28"])
+        .await
+        .expect("registers");
+    let (mut busy_gateway, _) = gateway_login(&node, &busy.gateway_id).await;
+    let (quiet_gateway, _) = gateway_login(&node, &quiet.gateway_id).await;
+    quiet_gateway.close().await.expect("closes");
+    wait_for_index(&cluster, 1, 2.0).await;
+
+    let mut clients = Vec::new();
+    for (index, source_ip) in ["127.0.0.49", "127.0.0.50", "127.0.0.51", "127.0.0.65"]
+        .into_iter()
+        .enumerate()
+    {
+        clients.push(client_logs_in(&node, &format!("player{index}"), &from(source_ip)).await);
+    }
+    wait_for_figures(&node, "127.0.0.48/28", 3, 3).await;
+    wait_for_figures(&node, "127.0.0.64/28", 1, 1).await;
+
+    let today = u64::try_from(now_ms()).expect("after 1970") / 86_400_000 * 86_400_000;
+    let window = serde_json::json!({"from_ms": today, "to_ms": today + 86_400_000});
+    let (status, body) = operator_send(
+        &node,
+        reqwest::Method::POST,
+        &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
+        &serde_json::json!({"from_ms": today + 1}),
+    )
+    .await;
+    assert_eq!(status, 400, "a window not on midnights: {body}");
+    let (status, certified) = operator_send(
+        &node,
+        reqwest::Method::POST,
+        &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
+        &window,
+    )
+    .await;
+    assert_eq!(status, 200, "{certified}");
+    assert_eq!(field(&certified, "status"), "certified");
+    assert_eq!(field(&certified, "tier"), "silver");
+    assert_eq!(field(&certified, "policy_version"), 1);
+    let pushed: lanmesh::edge::protocol::WireCertification = busy_gateway
+        .wait_for_op("gateway.certification", EVENT_TIMEOUT)
+        .await
+        .expect("the online gateway is told at once");
+    assert_eq!(pushed.tier.as_deref(), Some("silver"));
+    assert_eq!(pushed.permissions, ["campaign.enrol", "campaign.view"]);
+
+    let (status, rejected) = operator_send(
+        &node,
+        reqwest::Method::POST,
+        &format!("/api/v1/gateways/{}/certify", quiet.gateway_id),
+        &window,
+    )
+    .await;
+    assert_eq!(status, 200, "{rejected}");
+    assert_eq!(field(&rejected, "status"), "rejected");
+    let reasons = field(&rejected, "reasons").to_string();
+    assert!(
+        reasons.contains("client_logins: measured 1, at least 2 required"),
+        "{reasons}"
+    );
+    // The quiet venue was offline: its next login brings the result.
+    let (quiet_gateway, login) = gateway_login(&node, &quiet.gateway_id).await;
+    let undelivered = login.undelivered.expect("the result waits for the login");
+    assert_eq!(undelivered.status, WireGatewayStatus::Rejected);
+    assert_eq!(login.gateway.status, WireGatewayStatus::Rejected);
+    let (_, view) = operator_get(&node, &format!("/api/v1/gateways/{}", busy.gateway_id)).await;
+    assert_eq!(field(&view, "status"), "certified");
+    assert!(
+        field(&view, "history")
+            .as_array()
+            .is_some_and(|history| history.len() == 1),
+        "{view}"
+    );
+
+    clients.extend([admin, busy_gateway, quiet_gateway]);
+    finish(cluster, clients).await;
+}

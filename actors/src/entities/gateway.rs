@@ -4,11 +4,14 @@
 //! on every one.
 
 use crate::entities::{decode_request, encode};
-use crate::host::behavior::{AuditNote, Effects, EntityBehavior, HandleError, IncomingMessage};
+use crate::host::behavior::{
+    AuditNote, Effects, EntityBehavior, HandleError, IncomingMessage, Push,
+};
+use crate::model::certification::CertificationPolicy;
 use crate::model::entity_kind::EntityKind;
 use crate::model::gateway::{
-    CertificationRecord, GatewayEffect, GatewayError, GatewayPush, GatewayState, GatewayStatus,
-    Registration,
+    CertificationRecord, ClientFigures, GatewayEffect, GatewayError, GatewayPush, GatewayState,
+    GatewayStatus, Registration,
 };
 use crate::model::user::KeyRecord;
 use serde::{Deserialize, Serialize};
@@ -41,6 +44,17 @@ pub enum GatewayRequest {
     },
     /// Where the gateway stands, for an operator (no key).
     Inspect,
+    /// Certify the gateway (an operator's request, or the window's end).
+    Certify {
+        /// The policy in force.
+        policy: CertificationPolicy,
+        /// What the first monitor measured on the gateway's segments over the window.
+        client: ClientFigures,
+        /// The window's first day (start of a UTC day).
+        window_start_unix_ms: u64,
+        /// The window's end (start of a UTC day).
+        window_end_unix_ms: u64,
+    },
     /// A request of the logged-in gateway.
     Authed {
         /// Its session.
@@ -100,6 +114,8 @@ pub enum GatewayReply {
     },
     /// The gateway's state.
     Status(GatewayStatusView),
+    /// The certification decided.
+    Certified(CertificationRecord),
     /// Refused.
     Refused(GatewayError),
 }
@@ -133,6 +149,7 @@ impl EntityBehavior for GatewayEntity {
     ) -> Result<Effects, HandleError> {
         let request: GatewayRequest = decode_request(message)?;
         let now = message.now_unix_ms;
+        let is_login = matches!(request, GatewayRequest::Online { .. });
         let outcome: Result<(GatewayReply, Vec<GatewayEffect>, bool), GatewayError> = match request
         {
             GatewayRequest::Register {
@@ -169,6 +186,20 @@ impl EntityBehavior for GatewayEntity {
                     };
                     Ok((reply, effects, true))
                 }),
+            GatewayRequest::Certify {
+                policy,
+                client,
+                window_start_unix_ms,
+                window_end_unix_ms,
+            } => state
+                .certify(
+                    &policy,
+                    client,
+                    window_start_unix_ms,
+                    window_end_unix_ms,
+                    now,
+                )
+                .map(|(record, effects)| (GatewayReply::Certified(record), effects, true)),
             GatewayRequest::Inspect => {
                 status_view(state).map(|view| (GatewayReply::Status(view), Vec::new(), false))
             }
@@ -200,12 +231,22 @@ impl EntityBehavior for GatewayEntity {
             ..Effects::default()
         };
         for effect in model_effects {
-            // Pushes to a gateway's session travel in login replies for now (see `Online`).
-            if let GatewayEffect::Audit { action, detail } = effect {
-                effects.audit.push(AuditNote {
+            match effect {
+                GatewayEffect::Audit { action, detail } => effects.audit.push(AuditNote {
                     action: action.to_owned(),
                     detail,
-                });
+                }),
+                // What waited for a login travels in its reply (see `Online`).
+                GatewayEffect::Push { .. } if is_login => {}
+                GatewayEffect::Push {
+                    node_id,
+                    session_id,
+                    push,
+                } => effects.pushes.push(Push {
+                    node_id,
+                    session_id,
+                    payload: encode(&push)?,
+                }),
             }
         }
         Ok(effects)

@@ -1,5 +1,6 @@
 //! Entity kinds: wire messages and behaviours that translate them into model calls.
 
+pub mod certification_policy;
 pub mod gateway;
 pub mod partner;
 pub mod probe;

@@ -10,6 +10,9 @@ use thiserror::Error;
 /// entity holds them all and answers every lookup.
 pub const PARTNER_REGISTRY_ID: &str = "registry";
 
+/// The id of the one certification-policy entity.
+pub const CERTIFICATION_POLICY_ID: &str = "policy";
+
 /// The id of the one segment-directory entity.
 pub const SEGMENT_DIRECTORY_ID: &str = "directory";
 
@@ -32,6 +35,8 @@ pub enum EntityKind {
     Share,
     /// The registry of partner sites whose users may log in (one entity, [`PARTNER_REGISTRY_ID`]).
     Partner,
+    /// The certification policy in force (one entity, [`CERTIFICATION_POLICY_ID`]).
+    CertificationPolicy,
     /// The directory of every registered venue segment and its gateway (one entity,
     /// [`SEGMENT_DIRECTORY_ID`]): refuses overlaps, feeds every node's segment index.
     SegmentDirectory,
@@ -42,7 +47,7 @@ pub enum EntityKind {
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::User,
         Self::Session,
         Self::Gateway,
@@ -52,6 +57,7 @@ impl EntityKind {
         Self::Share,
         Self::Partner,
         Self::SegmentDirectory,
+        Self::CertificationPolicy,
         Self::Probe,
     ];
 
@@ -67,6 +73,7 @@ impl EntityKind {
             Self::Share => "share",
             Self::Partner => "partner",
             Self::SegmentDirectory => "segment_directory",
+            Self::CertificationPolicy => "certification_policy",
             Self::Probe => "probe",
         }
     }

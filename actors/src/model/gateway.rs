@@ -5,7 +5,9 @@
 //!
 //! Every operation takes `now_unix_ms` and returns the [`GatewayEffect`]s for the shell.
 
-use crate::model::certification::{CertificationOutcome, WindowFigures};
+use crate::model::certification::{
+    CertificationOutcome, CertificationPolicy, WindowFigures, evaluate,
+};
 use crate::model::segment::Segment;
 use crate::model::user::KeyRecord;
 use serde::{Deserialize, Serialize};
@@ -56,6 +58,19 @@ pub struct CertificationRecord {
     pub window_end_unix_ms: u64,
     /// When it was decided.
     pub decided_unix_ms: u64,
+}
+
+/// What the first monitor measured over a window on all of a gateway's segments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFigures {
+    /// Client logins.
+    pub logins: u64,
+    /// Distinct accounts (summed over segments: an upper bound).
+    pub distinct_accounts: u64,
+    /// Most clients online at once (summed over segments: an upper bound).
+    pub peak_concurrent: u64,
+    /// Client online time.
+    pub online_ms: u64,
 }
 
 /// The gateway's live connection.
@@ -163,6 +178,13 @@ fn registration_detail(registration: &Registration) -> String {
         registration.admin_account,
         segments.join(",")
     )
+}
+
+/// Whether `[from, to)` is one or more whole UTC days.
+pub fn is_whole_days(from_unix_ms: u64, to_unix_ms: u64) -> bool {
+    from_unix_ms.is_multiple_of(DAY_MS)
+        && to_unix_ms.is_multiple_of(DAY_MS)
+        && from_unix_ms < to_unix_ms
 }
 
 /// Adds the time `[from, to)` to the per-day totals, split at UTC midnights.
@@ -328,6 +350,47 @@ impl GatewayState {
     pub fn window_due(&self, window_days: u32, now_unix_ms: u64) -> bool {
         self.status == GatewayStatus::Pending
             && now_unix_ms >= self.window_start_unix_ms + u64::from(window_days) * DAY_MS
+    }
+
+    /// Certifies the gateway for the whole UTC days `[window_start, window_end)` under
+    /// `policy`, from the first monitor's `client` figures and its own uptime; the result is
+    /// recorded like [`Self::record_certification`]'s.
+    pub fn certify(
+        &mut self,
+        policy: &CertificationPolicy,
+        client: ClientFigures,
+        window_start_unix_ms: u64,
+        window_end_unix_ms: u64,
+        now_unix_ms: u64,
+    ) -> GatewayResult<CertificationRecord> {
+        self.registration()?;
+        if !is_whole_days(window_start_unix_ms, window_end_unix_ms) {
+            return Err(GatewayError::Invalid {
+                reason: "a certification window is one or more whole UTC days".to_owned(),
+            });
+        }
+        let (gateway_online_ms, gateway_days_online) =
+            self.uptime(window_start_unix_ms, window_end_unix_ms, now_unix_ms);
+        let figures = WindowFigures {
+            client_logins: client.logins,
+            distinct_accounts: client.distinct_accounts,
+            peak_concurrent_clients: client.peak_concurrent,
+            client_online_ms: client.online_ms,
+            gateway_online_ms,
+            gateway_days_online,
+            window_days: u32::try_from((window_end_unix_ms - window_start_unix_ms) / DAY_MS)
+                .unwrap_or(u32::MAX),
+        };
+        let outcome = evaluate(policy, &figures);
+        self.window_start_unix_ms = window_start_unix_ms;
+        let ((), effects) =
+            self.record_certification(outcome, figures, window_end_unix_ms, now_unix_ms)?;
+        let record = self
+            .history
+            .last()
+            .cloned()
+            .ok_or(GatewayError::NotRegistered)?;
+        Ok((record, effects))
     }
 
     /// Records a certification decided for the window `[start, end)`: pushed to the gateway

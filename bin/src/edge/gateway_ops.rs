@@ -323,7 +323,7 @@ pub(super) async fn login(
             status,
             undelivered_opt,
         } => {
-            context.set_gateway(gateway_id.clone(), session_id);
+            context.set_gateway(edge, gateway_id.clone(), session_id);
             value(&GatewayLoginReply {
                 key: issued.text,
                 expires_at_ms,

@@ -29,6 +29,7 @@ use crate::partner::secret_box::SecretBox;
 use lanmesh_actors::entities::user::{self, UserReply, UserRequest};
 use lanmesh_actors::host::push::SessionPushes;
 use lanmesh_actors::model::entity_kind::EntityKind;
+use lanmesh_actors::model::gateway::GatewayPush;
 use lanmesh_actors::model::segment::SegmentLimits;
 use lanmesh_actors::model::user::{LoginLimit, SessionPush};
 use lanmesh_bus::request_reply::{RequestPolicy, Requester};
@@ -270,15 +271,22 @@ impl Edge {
             tracing::debug!(target = %envelope.target, "inbox message for no session dropped");
             return HandlerOutcome::Ack;
         }
-        let decoded = user::decode::<SessionPushes>(&envelope.payload)
-            .and_then(|batch| Ok((user::decode::<SessionPush>(&batch.push)?, batch.session_ids)));
-        let (push, session_ids) = match decoded {
-            Ok(decoded) => decoded,
+        let batch = match user::decode::<SessionPushes>(&envelope.payload) {
+            Ok(batch) => batch,
             Err(error) => {
                 tracing::warn!(target = %envelope.target, error = %error, "undecodable push dropped");
                 return HandlerOutcome::Ack;
             }
         };
+        // A push is a user entity's `SessionPush` or a gateway entity's `GatewayPush`.
+        let push = match user::decode::<SessionPush>(&batch.push) {
+            Ok(push) => push,
+            Err(_) => {
+                self.route_gateway_push(&batch);
+                return HandlerOutcome::Ack;
+            }
+        };
+        let session_ids = batch.session_ids;
         for session_id in session_ids {
             match self.registry.get(&session_id) {
                 Some(session) => {
@@ -298,6 +306,34 @@ impl Edge {
             }
         }
         HandlerOutcome::Ack
+    }
+}
+
+impl Edge {
+    /// Routes a gateway entity's push (a certification result) to the gateway's connection.
+    fn route_gateway_push(&self, batch: &SessionPushes) {
+        let frame_opt = match lanmesh_actors::entities::decode::<GatewayPush>(&batch.push) {
+            Ok(GatewayPush::Certification(record)) => sessions::encode_push(
+                "gateway.certification",
+                &gateway_ops::wire_certification(&record),
+            ),
+            Err(error) => {
+                tracing::warn!(error = %error, "undecodable push dropped");
+                None
+            }
+        };
+        let Some(frame) = frame_opt else { return };
+        for session_id in &batch.session_ids {
+            match self.registry.get(session_id) {
+                Some(session) => {
+                    self.deps.metrics.pushes_routed.inc();
+                    session.do_send(sessions::SendFrame(frame.clone()));
+                }
+                None => {
+                    self.deps.metrics.pushes_unclaimed.inc();
+                }
+            }
+        }
     }
 }
 

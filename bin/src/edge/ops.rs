@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use uuid::Uuid;
 
 /// Largest call signal relayed.
@@ -79,8 +79,19 @@ impl ConnectionContext {
         self.peer_ip_opt
     }
 
-    /// Records the gateway logged in on this connection.
-    pub(super) fn set_gateway(&self, gateway_id: String, session_id: String) {
+    /// Records the gateway logged in on this connection, and gives its session an actor so
+    /// pushes (certification results) reach the connection. The gateway's entity hears of the
+    /// connection's end from [`connection_closed`], not from the session actor.
+    pub(super) fn set_gateway(&self, edge: &Edge, gateway_id: String, session_id: String) {
+        let ignore_detach: crate::edge::sessions::DetachNotice = Arc::new(|_, _| {});
+        let address = edge.registry.attach(
+            &session_id,
+            &gateway_id,
+            self.link.clone(),
+            edge.limits.session_timing,
+            &ignore_detach,
+        );
+        self.attached().push((session_id.clone(), address));
         *self
             .gateway_opt
             .lock()

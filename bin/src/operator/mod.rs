@@ -7,7 +7,11 @@
 //! - `PUT  /api/v1/partner-registry/sites/{site_id}`: add or change a site (its shared secret
 //!   is sealed here and never returned).
 //!
+//! - `GET`, `PUT /api/v1/certification-policy`: the certification policy in force (a
+//!   replacement must validate and carry a greater version);
 //! - `GET  /api/v1/gateways/{gateway_id}`: a gateway's registration, status and tier history;
+//! - `POST /api/v1/gateways/{gateway_id}/certify`: certify it now (`from_ms`/`to_ms`: whole
+//!   UTC days; default the gateway's current window);
 //! - `GET  /api/v1/segment-figures?segment=CIDR&from_ms=..&to_ms=..`: the first monitor's
 //!   figures of one segment over a window.
 //!
@@ -105,9 +109,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
             let message = format!("the body is not acceptable JSON: {error}");
             actix_web::error::InternalError::from_response(error, bad_request(&message)).into()
         });
+    config.app_data(json);
     config.service(
         web::scope("/api/v1/partner-registry")
-            .app_data(json)
             .route("", web::get().to(partners::get_registry))
             .route("/server-id", web::put().to(partners::put_server_id))
             .route("/sites/{site_id}", web::get().to(partners::get_site))
@@ -117,6 +121,18 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route(
             "/api/v1/gateways/{gateway_id}",
             web::get().to(venues::get_gateway),
+        )
+        .route(
+            "/api/v1/gateways/{gateway_id}/certify",
+            web::post().to(venues::certify),
+        )
+        .route(
+            "/api/v1/certification-policy",
+            web::get().to(venues::get_policy),
+        )
+        .route(
+            "/api/v1/certification-policy",
+            web::put().to(venues::put_policy),
         )
         .route(
             "/api/v1/segment-figures",

@@ -1,15 +1,20 @@
-//! The venue routes of the operator API (S0): a gateway's registration, status and tier
-//! history, and the first monitor's figures of one segment over a window.
+//! The venue routes of the operator API (S0): the certification policy in force, a gateway's
+//! registration, status and tier history, certification on demand, and the first monitor's
+//! figures of one segment over a window.
 
 use super::{OperatorAuth, bad_request, error_response, unavailable};
 use crate::edge::Edge;
+use crate::edge::gateway_ops::wire_certification;
 use crate::edge::gateway_ops::wire_gateway;
 use crate::edge::protocol::GatewayStatusReply;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use lanmesh_actors::entities::gateway::{GatewayReply, GatewayRequest};
-use lanmesh_actors::model::entity_kind::EntityKind;
-use lanmesh_actors::model::gateway::GatewayError;
+use lanmesh_actors::entities::certification_policy::{PolicyReply, PolicyRequest};
+use lanmesh_actors::entities::gateway::{GatewayReply, GatewayRequest, GatewayStatusView};
+use lanmesh_actors::model::certification::{CertificationPolicy, MAX_WINDOW_DAYS};
+use lanmesh_actors::model::entity_kind::{CERTIFICATION_POLICY_ID, EntityKind};
+use lanmesh_actors::model::gateway::{ClientFigures, DAY_MS, GatewayError, is_whole_days};
+use lanmesh_actors::model::policy_registry::PolicyChangeError;
 use lanmesh_actors::model::segment::Segment;
 use lanmesh_storage::{PresenceSampleStore, StoreError};
 use serde::{Deserialize, Serialize};
@@ -124,5 +129,197 @@ pub(super) async fn get_segment_figures(
                 "the presence store cannot answer now",
             )
         }
+    }
+}
+
+async fn ask_policy(edge: &Edge, request: &PolicyRequest) -> Result<PolicyReply, HttpResponse> {
+    edge.ask_entity(
+        EntityKind::CertificationPolicy,
+        CERTIFICATION_POLICY_ID,
+        request,
+        None,
+    )
+    .await
+    .map_err(|error| unavailable(&error))
+}
+
+fn no_policy() -> HttpResponse {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "no_policy",
+        "no certification policy is in force; PUT one first",
+    )
+}
+
+fn unexpected_reply(what: &str, reply: &impl std::fmt::Debug) -> HttpResponse {
+    tracing::error!(reply = ?reply, what, "unexpected answer from an entity");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "unexpected",
+        &format!("unexpected answer from the {what}"),
+    )
+}
+
+/// `GET /api/v1/certification-policy`.
+pub(super) async fn get_policy(
+    request: HttpRequest,
+    auth: web::Data<OperatorAuth>,
+    edge: web::Data<Arc<Edge>>,
+) -> HttpResponse {
+    if let Some(refused) = auth.refusal(&request) {
+        return refused;
+    }
+    match ask_policy(&edge, &PolicyRequest::Current).await {
+        Ok(PolicyReply::Current(Some(policy))) => HttpResponse::Ok().json(policy),
+        Ok(PolicyReply::Current(None)) => no_policy(),
+        Ok(other) => unexpected_reply("policy registry", &other),
+        Err(response) => response,
+    }
+}
+
+/// `PUT /api/v1/certification-policy`: a valid policy with a greater version.
+pub(super) async fn put_policy(
+    request: HttpRequest,
+    auth: web::Data<OperatorAuth>,
+    edge: web::Data<Arc<Edge>>,
+    policy: web::Json<CertificationPolicy>,
+) -> HttpResponse {
+    if let Some(refused) = auth.refusal(&request) {
+        return refused;
+    }
+    match ask_policy(&edge, &PolicyRequest::Replace(policy.into_inner())).await {
+        Ok(PolicyReply::Current(Some(policy))) => {
+            tracing::info!(version = policy.version, "certification policy replaced");
+            HttpResponse::Ok().json(policy)
+        }
+        Ok(PolicyReply::Refused(PolicyChangeError::Invalid(error))) => {
+            bad_request(&error.to_string())
+        }
+        Ok(PolicyReply::Refused(PolicyChangeError::VersionNotNewer { current, given })) => {
+            error_response(
+                StatusCode::CONFLICT,
+                "version_not_newer",
+                &format!("version {given} is not greater than the version in force, {current}"),
+            )
+        }
+        Ok(other) => unexpected_reply("policy registry", &other),
+        Err(response) => response,
+    }
+}
+
+/// The body of `POST /api/v1/gateways/{gateway_id}/certify`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CertifyBody {
+    /// The window's first day (start of a UTC day); default: the gateway's current window.
+    #[serde(default)]
+    from_ms: Option<u64>,
+    /// The window's end (start of a UTC day); default: `from_ms` plus the policy's window.
+    #[serde(default)]
+    to_ms: Option<u64>,
+}
+
+/// The first monitor's figures over `[from, to)`, summed over `segments`.
+async fn client_figures(
+    presence: &dyn PresenceSampleStore,
+    segments: &[String],
+    from_ms: u64,
+    to_ms: u64,
+) -> Result<ClientFigures, StoreError> {
+    let as_i64 = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
+    let mut total = ClientFigures::default();
+    for segment in segments {
+        let figures = presence
+            .window_figures(segment, as_i64(from_ms), as_i64(to_ms))
+            .await?;
+        total.logins += figures.n_logins;
+        total.distinct_accounts += figures.n_distinct_accounts;
+        total.peak_concurrent += figures.peak_concurrent;
+        total.online_ms += figures.online_ms;
+    }
+    Ok(total)
+}
+
+/// `POST /api/v1/gateways/{gateway_id}/certify`: evaluates the gateway now under the policy in
+/// force; the result is pushed to the gateway if it is online, else kept for its next login.
+pub(super) async fn certify(
+    request: HttpRequest,
+    auth: web::Data<OperatorAuth>,
+    edge: web::Data<Arc<Edge>>,
+    presence: web::Data<Arc<dyn PresenceSampleStore>>,
+    gateway_id: web::Path<String>,
+    body: web::Json<CertifyBody>,
+) -> HttpResponse {
+    if let Some(refused) = auth.refusal(&request) {
+        return refused;
+    }
+    let gateway_id = gateway_id.into_inner();
+    let policy = match ask_policy(&edge, &PolicyRequest::Current).await {
+        Ok(PolicyReply::Current(Some(policy))) => policy,
+        Ok(PolicyReply::Current(None)) => return no_policy(),
+        Ok(other) => return unexpected_reply("policy registry", &other),
+        Err(response) => return response,
+    };
+    let view: GatewayStatusView = match edge
+        .ask_entity(
+            EntityKind::Gateway,
+            &gateway_id,
+            &GatewayRequest::Inspect,
+            None,
+        )
+        .await
+    {
+        Ok(GatewayReply::Status(view)) => view,
+        Ok(GatewayReply::Refused(GatewayError::NotRegistered)) => {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "unknown_gateway",
+                &format!("no gateway {gateway_id:?} is registered"),
+            );
+        }
+        Ok(other) => return unexpected_reply("gateway", &other),
+        Err(error) => return unavailable(&error),
+    };
+    let from_ms = body.from_ms.unwrap_or(view.window_start_unix_ms);
+    let to_ms = body
+        .to_ms
+        .unwrap_or(from_ms + u64::from(policy.window_days) * DAY_MS);
+    if !is_whole_days(from_ms, to_ms) || to_ms - from_ms > u64::from(MAX_WINDOW_DAYS) * DAY_MS {
+        return bad_request(&format!(
+            "the window is 1 to {MAX_WINDOW_DAYS} whole UTC days: from_ms and to_ms are midnights"
+        ));
+    }
+    let segments: Vec<String> = view
+        .registration
+        .segments
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let client = match client_figures(presence.get_ref().as_ref(), &segments, from_ms, to_ms).await
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(error = %error, "segment figures not readable");
+            return error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the presence store cannot answer now",
+            );
+        }
+    };
+    let certify = GatewayRequest::Certify {
+        policy,
+        client,
+        window_start_unix_ms: from_ms,
+        window_end_unix_ms: to_ms,
+    };
+    match edge
+        .ask_entity(EntityKind::Gateway, &gateway_id, &certify, None)
+        .await
+    {
+        Ok(GatewayReply::Certified(record)) => HttpResponse::Ok().json(wire_certification(&record)),
+        Ok(GatewayReply::Refused(error)) => bad_request(&format!("{error:?}")),
+        Ok(other) => unexpected_reply("gateway", &other),
+        Err(error) => unavailable(&error),
     }
 }

@@ -271,3 +271,76 @@ fn only_the_current_sessions_key_is_accepted() {
         "a newer login replaces the older session"
     );
 }
+
+#[test]
+fn certify_evaluates_both_monitors_over_whole_days() {
+    use crate::model::certification::{Condition, Metric, Tier};
+    let policy = CertificationPolicy {
+        version: 3,
+        window_days: 1,
+        pass: Condition::at_least(Metric::GatewayOnlineHours, 2),
+        tiers: vec![Tier {
+            name: "bronze".to_owned(),
+            condition: Condition::at_least(Metric::ClientLogins, 2),
+            permissions: BTreeSet::from(["campaigns".to_owned()]),
+        }],
+    };
+    let client = ClientFigures {
+        logins: 2,
+        distinct_accounts: 2,
+        peak_concurrent: 1,
+        online_ms: HOUR_MS,
+    };
+    let mut state = registered(DAY_10);
+    state
+        .online(
+            "g1".to_owned(),
+            "node-a".to_owned(),
+            key(),
+            DAY_10 + HOUR_MS,
+        )
+        .unwrap();
+    assert!(matches!(
+        state.certify(
+            &policy,
+            client,
+            DAY_10 + 1,
+            DAY_10 + DAY_MS,
+            DAY_10 + 2 * HOUR_MS
+        ),
+        Err(GatewayError::Invalid { .. })
+    ));
+    // One hour online so far: pass fails on the gateway's own uptime.
+    let (record, effects) = state
+        .certify(
+            &policy,
+            client,
+            DAY_10,
+            DAY_10 + DAY_MS,
+            DAY_10 + 2 * HOUR_MS,
+        )
+        .unwrap();
+    assert_eq!(record.figures.gateway_online_ms, HOUR_MS);
+    assert_eq!(
+        record.outcome.reasons_text(),
+        ["gateway_online_hours: measured 1, at least 2 required"]
+    );
+    assert_eq!(state.status, GatewayStatus::Rejected);
+    assert_eq!(pushes(&effects).len(), 1, "pushed to the online gateway");
+    // Two more hours: certified at bronze, version named.
+    let (record, _) = state
+        .certify(
+            &policy,
+            client,
+            DAY_10,
+            DAY_10 + DAY_MS,
+            DAY_10 + 4 * HOUR_MS,
+        )
+        .unwrap();
+    assert!(matches!(
+        &record.outcome,
+        CertificationOutcome::Certified { tier, policy_version: 3, .. } if tier == "bronze"
+    ));
+    assert_eq!(state.status, GatewayStatus::Certified);
+    assert_eq!(state.window_start_unix_ms, DAY_10 + DAY_MS);
+}
