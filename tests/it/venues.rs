@@ -490,6 +490,8 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
     quiet_gateway.close().await.expect("closes");
     wait_for_index(&cluster, 1, 2.0).await;
 
+    // The window covers every UTC day the activity may fall on (a test may run over midnight).
+    let first_day = u64::try_from(now_ms()).expect("after 1970") / 86_400_000 * 86_400_000;
     let mut clients = Vec::new();
     for (index, source_ip) in ["127.0.0.49", "127.0.0.50", "127.0.0.51", "127.0.0.65"]
         .into_iter()
@@ -500,13 +502,13 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
     wait_for_figures(&node, "127.0.0.48/28", 3, 3).await;
     wait_for_figures(&node, "127.0.0.64/28", 1, 1).await;
 
-    let today = u64::try_from(now_ms()).expect("after 1970") / 86_400_000 * 86_400_000;
-    let window = serde_json::json!({"from_ms": today, "to_ms": today + 86_400_000});
+    let last_day = u64::try_from(now_ms()).expect("after 1970") / 86_400_000 * 86_400_000;
+    let window = serde_json::json!({"from_ms": first_day, "to_ms": last_day + 86_400_000});
     let (status, body) = operator_send(
         &node,
         reqwest::Method::POST,
         &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
-        &serde_json::json!({"from_ms": today + 1}),
+        &serde_json::json!({"from_ms": first_day + 1}),
     )
     .await;
     assert_eq!(status, 400, "a window not on midnights: {body}");
