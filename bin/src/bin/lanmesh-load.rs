@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use lanmesh::load::bus::{BusBenchReport, BusBenchSettings};
 use lanmesh::load::entities::{EntityBenchReport, EntityBenchSettings};
 use lanmesh::load::presence::{PresenceBenchReport, PresenceBenchSettings};
+use lanmesh::load::venues::{AppendMeasurement, VenuesBenchReport, VenuesBenchSettings};
 use lanmesh::load::{LatencyMeasurement, Measurement};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -121,6 +122,37 @@ enum Scenario {
         #[arg(long)]
         node_bin: Option<PathBuf>,
     },
+    /// Venue presence samples ingested per second through one spawned node (login event told
+    /// to the segment entity → sample in SQLite), against raw appends to a fresh SQLite store
+    /// in the same run.
+    Venues {
+        /// RabbitMQ URL.
+        #[arg(
+            long,
+            env = "LANMESH_LOAD_AMQP_URL",
+            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+        )]
+        amqp_url: String,
+        /// Shards of the spawned node.
+        #[arg(long, default_value_t = 64)]
+        n_shards: u16,
+        /// Login events to send (and samples per baseline).
+        #[arg(long, default_value_t = 50_000)]
+        events: u64,
+        /// Publishes awaiting their confirm at once (and appends outstanding in the
+        /// per-sample baseline).
+        #[arg(long, default_value_t = 256)]
+        in_flight: usize,
+        /// Segments (`127.0.{i}.0/24`) the events are spread over, 1 to 256.
+        #[arg(long, default_value_t = 16)]
+        segments: usize,
+        /// Seconds the samples may take to be stored after the first publish.
+        #[arg(long, default_value_t = 300)]
+        visible_timeout_secs: u64,
+        /// The `lanmesh-node` executable to spawn; default: beside this one.
+        #[arg(long, alias = "node-binary")]
+        node_bin: Option<PathBuf>,
+    },
 }
 
 /// One row of a throughput table.
@@ -202,6 +234,70 @@ fn print_presence(report: &PresenceBenchReport) {
     println!(
         "per idle connected session {:.1} KiB; per live account entity {:.1} KiB",
         memory.per_idle_session_kib, memory.per_live_account_kib
+    );
+}
+
+/// One row of the venues table.
+fn print_samples_row(label: &str, measurement: &Measurement, commits_opt: Option<(u64, f64)>) {
+    let commits = commits_opt.map_or_else(String::new, |(n_transactions, per_transaction)| {
+        format!("{n_transactions:>9} {per_transaction:>11.1}")
+    });
+    println!(
+        "{label:<44} {:>9} {:>8.2} {:>12.0} {commits}",
+        measurement.n_messages, measurement.elapsed_seconds, measurement.messages_per_second
+    );
+}
+
+fn print_append_row(measurement: &AppendMeasurement) {
+    print_samples_row(
+        &measurement.throughput.name,
+        &measurement.throughput,
+        Some((
+            measurement.n_transactions,
+            measurement.samples_per_transaction,
+        )),
+    );
+}
+
+fn print_venues(report: &VenuesBenchReport) {
+    println!(
+        "one node ({}), {} shards; {} login events over {} segments ({} shards with work), {} publishes in flight",
+        report.cluster_name,
+        report.n_shards,
+        report.publish_confirmed.n_messages,
+        report.n_segments,
+        report.n_shards_with_work,
+        report.in_flight
+    );
+    println!(
+        "{:<44} {:>9} {:>8} {:>12} {:>9} {:>11}",
+        "", "samples", "seconds", "samples/s", "commits", "per commit"
+    );
+    print_samples_row(
+        "end to end: first publish → all stored",
+        &report.end_to_end,
+        None,
+    );
+    print_samples_row(
+        "publish → broker confirm (events)",
+        &report.publish_confirmed,
+        None,
+    );
+    print_append_row(&report.raw_single_in_flight);
+    print_append_row(&report.raw_single_per_shard);
+    print_append_row(&report.raw_batched);
+    println!(
+        "{:<44} {:>9.1} % of raw append, 1 sample × {} at once",
+        "end to end / raw",
+        report.ratio_to_raw_single * 100.0,
+        report.in_flight
+    );
+    let show = |value_opt: Option<u64>| value_opt.map_or("?".to_owned(), |value| value.to_string());
+    println!(
+        "node bus after the run: {} acked, {} retried, {} dead-lettered deliveries",
+        show(report.node_bus.n_acked_opt),
+        show(report.node_bus.n_retried_opt),
+        show(report.node_bus.n_dead_lettered_opt)
     );
 }
 
@@ -297,6 +393,27 @@ fn main() -> anyhow::Result<()> {
             };
             let report = runtime.block_on(lanmesh::load::presence::run(&settings))?;
             print_report(&report, arguments.json, print_presence)?;
+        }
+        Scenario::Venues {
+            amqp_url,
+            n_shards,
+            events,
+            in_flight,
+            segments,
+            visible_timeout_secs,
+            node_bin,
+        } => {
+            let settings = VenuesBenchSettings {
+                amqp_url,
+                n_shards,
+                n_events: events,
+                in_flight,
+                n_segments: segments,
+                visible_timeout: Duration::from_secs(visible_timeout_secs),
+                node_binary_opt: node_bin,
+            };
+            let report = runtime.block_on(lanmesh::load::venues::run(&settings))?;
+            print_report(&report, arguments.json, print_venues)?;
         }
     }
     Ok(())

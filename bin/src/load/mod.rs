@@ -15,6 +15,7 @@ pub mod node_process;
 pub mod presence;
 pub mod probe_client;
 pub mod raw_lapin;
+pub mod venues;
 pub mod ws_client;
 
 use anyhow::Context;
