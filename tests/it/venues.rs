@@ -95,19 +95,16 @@ fn from(source_ip: &str) -> ConnectOptions {
     }
 }
 
+/// From `source_ip`, with an `X-Forwarded-For` naming `client_ip`.
+fn forwarding(source_ip: &str, client_ip: &str) -> ConnectOptions {
+    ConnectOptions {
+        forwarded_for_opt: Some(client_ip.to_owned()),
+        ..from(source_ip)
+    }
+}
+
 async fn operator_get(node_address: &str, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(format!("http://{node_address}{path}"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .send()
-        .await
-        .expect("the operator API answers");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("a body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    operator_send(node_address, reqwest::Method::GET, path, None).await
 }
 
 /// Waits until every node's segment index holds at least `revision` of the directory.
@@ -271,25 +268,10 @@ async fn gateways_register_log_in_and_count_clients_from_inside_their_segments()
     // Clients: two inside the segment (one directly, one behind the trusted proxy), one
     // outside, and one outside forging a header that names an inside address.
     let inside_direct = client_logs_in(&node_a, "inside1", &from("127.0.0.17")).await;
-    let inside_proxied = client_logs_in(
-        &node_b,
-        "inside2",
-        &ConnectOptions {
-            source_ip_opt: Some("127.0.0.2".parse().expect("an address")),
-            forwarded_for_opt: Some("127.0.0.18".to_owned()),
-        },
-    )
-    .await;
+    let inside_proxied =
+        client_logs_in(&node_b, "inside2", &forwarding("127.0.0.2", "127.0.0.18")).await;
     let outside = client_logs_in(&node_a, "outside1", &from("127.0.0.40")).await;
-    let forged = client_logs_in(
-        &node_b,
-        "forger1",
-        &ConnectOptions {
-            source_ip_opt: Some("127.0.0.41".parse().expect("an address")),
-            forwarded_for_opt: Some("127.0.0.19".to_owned()),
-        },
-    )
-    .await;
+    let forged = client_logs_in(&node_b, "forger1", &forwarding("127.0.0.41", "127.0.0.19")).await;
     let figures = wait_for_figures(&node_a, "127.0.0.16/28", 2, 2).await;
     assert!(
         field(&figures, "peak_concurrent")
@@ -386,16 +368,17 @@ async fn operator_send(
     node_address: &str,
     method: reqwest::Method,
     path: &str,
-    body: &Value,
+    body_opt: Option<&Value>,
 ) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method, format!("http://{node_address}{path}"))
-        .bearer_auth(OPERATOR_TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("the operator API answers");
+        .bearer_auth(OPERATOR_TOKEN);
+    if let Some(body) = body_opt {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("the operator API answers");
     let status = response.status().as_u16();
     let text = response.text().await.expect("a body");
     (
@@ -453,7 +436,7 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
         &node,
         reqwest::Method::PUT,
         "/api/v1/certification-policy",
-        &policy,
+        Some(&policy),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -461,7 +444,7 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
         &node,
         reqwest::Method::PUT,
         "/api/v1/certification-policy",
-        &policy,
+        Some(&policy),
     )
     .await;
     assert_eq!(status, 409, "the same version again: {body}");
@@ -472,7 +455,7 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
         &node,
         reqwest::Method::PUT,
         "/api/v1/certification-policy",
-        &invalid,
+        Some(&invalid),
     )
     .await;
     assert_eq!(status, 400, "{body}");
@@ -508,7 +491,7 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
         &node,
         reqwest::Method::POST,
         &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
-        &serde_json::json!({"from_ms": first_day + 1}),
+        Some(&serde_json::json!({"from_ms": first_day + 1})),
     )
     .await;
     assert_eq!(status, 400, "a window not on midnights: {body}");
@@ -516,7 +499,7 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
         &node,
         reqwest::Method::POST,
         &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
-        &window,
+        Some(&window),
     )
     .await;
     assert_eq!(status, 200, "{certified}");
@@ -534,7 +517,7 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
         &node,
         reqwest::Method::POST,
         &format!("/api/v1/gateways/{}/certify", quiet.gateway_id),
-        &window,
+        Some(&window),
     )
     .await;
     assert_eq!(status, 200, "{rejected}");

@@ -346,12 +346,6 @@ impl GatewayState {
         (online_ms, u32::try_from(days_online).unwrap_or(u32::MAX))
     }
 
-    /// Whether the current window of `window_days` has ended.
-    pub fn window_due(&self, window_days: u32, now_unix_ms: u64) -> bool {
-        self.status == GatewayStatus::Pending
-            && now_unix_ms >= self.window_start_unix_ms + u64::from(window_days) * DAY_MS
-    }
-
     /// Certifies the gateway for the whole UTC days `[window_start, window_end)` under
     /// `policy`, from the first monitor's `client` figures and its own uptime; the result is
     /// recorded like [`Self::record_certification`]'s.

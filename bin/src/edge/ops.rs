@@ -74,11 +74,6 @@ impl ConnectionContext {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The client's address (the peer, or what a trusted proxy forwarded).
-    pub fn client_ip_opt(&self) -> Option<IpAddr> {
-        self.peer_ip_opt
-    }
-
     /// Records the gateway logged in on this connection, and gives its session an actor so
     /// pushes (certification results) reach the connection. The gateway's entity hears of the
     /// connection's end from [`connection_closed`], not from the session actor.

@@ -25,8 +25,8 @@ pub struct VenueIndex {
 }
 
 impl VenueIndex {
-    /// The segment (and its gateway) a client address belongs to.
-    pub fn segment_of(&self, address: IpAddr) -> Option<(Segment, String)> {
+    /// The segment a client address belongs to.
+    pub fn segment_of(&self, address: IpAddr) -> Option<Segment> {
         let current = self
             .current
             .read()
@@ -34,7 +34,7 @@ impl VenueIndex {
         current
             .1
             .lookup(address)
-            .map(|(segment, gateway_id)| (*segment, gateway_id.clone()))
+            .map(|(segment, _gateway_id)| *segment)
     }
 
     fn revision(&self) -> u64 {
@@ -100,7 +100,7 @@ impl Edge {
 
     /// Tells the segment holding `address` (if any) what a client did there.
     pub async fn tell_segment(&self, account: &str, address: IpAddr, event: ClientEvent) {
-        let Some((segment, _gateway_id)) = self.venues.segment_of(address) else {
+        let Some(segment) = self.venues.segment_of(address) else {
             return;
         };
         let request = SegmentRequest::Presence {

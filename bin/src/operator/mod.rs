@@ -89,6 +89,16 @@ pub(super) fn error_response(status: StatusCode, code: &str, message: &str) -> H
     })
 }
 
+/// An entity answered something its caller does not expect (a bug, logged).
+pub(super) fn unexpected_reply(what: &str, reply: &impl std::fmt::Debug) -> HttpResponse {
+    tracing::error!(reply = ?reply, what, "unexpected answer from an entity");
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "unexpected",
+        &format!("unexpected answer from the {what}"),
+    )
+}
+
 pub(super) fn bad_request(message: &str) -> HttpResponse {
     error_response(StatusCode::BAD_REQUEST, "bad_request", message)
 }

@@ -2,7 +2,7 @@
 //! sites (S2). A site's shared secret is sealed here, before it reaches the registry entity,
 //! and never returned.
 
-use super::{OperatorAuth, bad_request, error_response, unavailable};
+use super::{OperatorAuth, bad_request, error_response, unavailable, unexpected_reply};
 use crate::edge::Edge;
 use crate::partner::identity::validate_site_id;
 use crate::partner::wire::MAX_DISPLAY_NAME_CHARS;
@@ -155,15 +155,6 @@ fn registry_refusal(error: &RegistryError) -> HttpResponse {
     }
 }
 
-fn unexpected(reply: &PartnerReply) -> HttpResponse {
-    tracing::error!(reply = ?reply, "unexpected answer from the partner registry");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "unexpected",
-        "unexpected answer from the partner registry",
-    )
-}
-
 pub(super) async fn get_registry(
     request: HttpRequest,
     auth: web::Data<OperatorAuth>,
@@ -177,7 +168,7 @@ pub(super) async fn get_registry(
             server_id: registry.server_id_opt,
             sites: registry.sites.into_values().map(SiteView::from).collect(),
         }),
-        Ok(other) => unexpected(&other),
+        Ok(other) => unexpected_reply("partner registry", &other),
         Err(response) => response,
     }
 }
@@ -197,7 +188,7 @@ pub(super) async fn get_site(
     match ask_registry(&edge, &lookup).await {
         Ok(PartnerReply::Found { site, .. }) => HttpResponse::Ok().json(SiteView::from(site)),
         Ok(PartnerReply::Refused(error)) => registry_refusal(&error),
-        Ok(other) => unexpected(&other),
+        Ok(other) => unexpected_reply("partner registry", &other),
         Err(response) => response,
     }
 }
@@ -254,7 +245,7 @@ pub(super) async fn put_site(
             HttpResponse::Ok().json(SiteView::from(site))
         }
         Ok(PartnerReply::Refused(error)) => registry_refusal(&error),
-        Ok(other) => unexpected(&other),
+        Ok(other) => unexpected_reply("partner registry", &other),
         Err(response) => response,
     }
 }
@@ -278,7 +269,7 @@ pub(super) async fn put_server_id(
     }
     match ask_registry(&edge, &PartnerRequest::SetServerId { server_id }).await {
         Ok(PartnerReply::Done) => HttpResponse::NoContent().finish(),
-        Ok(other) => unexpected(&other),
+        Ok(other) => unexpected_reply("partner registry", &other),
         Err(response) => response,
     }
 }

@@ -2,7 +2,7 @@
 //! registration, status and tier history, certification on demand, and the first monitor's
 //! figures of one segment over a window.
 
-use super::{OperatorAuth, bad_request, error_response, unavailable};
+use super::{OperatorAuth, bad_request, error_response, unavailable, unexpected_reply};
 use crate::edge::Edge;
 use crate::edge::gateway_ops::wire_certification;
 use crate::edge::gateway_ops::wire_gateway;
@@ -40,29 +40,34 @@ pub(super) async fn get_gateway(
         return refused;
     }
     let gateway_id = gateway_id.into_inner();
-    let query = GatewayRequest::Inspect;
-    match edge
-        .ask_entity::<_, GatewayReply>(EntityKind::Gateway, &gateway_id, &query, None)
-        .await
-    {
-        Ok(GatewayReply::Status(view)) => HttpResponse::Ok().json(GatewayView {
+    match inspect_gateway(&edge, &gateway_id).await {
+        Ok(view) => HttpResponse::Ok().json(GatewayView {
             gateway: wire_gateway(&gateway_id, &view),
             online: view.online,
         }),
-        Ok(GatewayReply::Refused(GatewayError::NotRegistered)) => error_response(
+        Err(response) => response,
+    }
+}
+
+/// A gateway's state, or the operator's answer when there is none.
+async fn inspect_gateway(edge: &Edge, gateway_id: &str) -> Result<GatewayStatusView, HttpResponse> {
+    match edge
+        .ask_entity(
+            EntityKind::Gateway,
+            gateway_id,
+            &GatewayRequest::Inspect,
+            None,
+        )
+        .await
+    {
+        Ok(GatewayReply::Status(view)) => Ok(view),
+        Ok(GatewayReply::Refused(GatewayError::NotRegistered)) => Err(error_response(
             StatusCode::NOT_FOUND,
             "unknown_gateway",
             &format!("no gateway {gateway_id:?} is registered"),
-        ),
-        Ok(other) => {
-            tracing::error!(reply = ?other, "unexpected answer from a gateway entity");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "unexpected",
-                "unexpected answer from the gateway",
-            )
-        }
-        Err(error) => unavailable(&error),
+        )),
+        Ok(other) => Err(unexpected_reply("gateway", &other)),
+        Err(error) => Err(unavailable(&error)),
     }
 }
 
@@ -148,15 +153,6 @@ fn no_policy() -> HttpResponse {
         StatusCode::NOT_FOUND,
         "no_policy",
         "no certification policy is in force; PUT one first",
-    )
-}
-
-fn unexpected_reply(what: &str, reply: &impl std::fmt::Debug) -> HttpResponse {
-    tracing::error!(reply = ?reply, what, "unexpected answer from an entity");
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "unexpected",
-        &format!("unexpected answer from the {what}"),
     )
 }
 
@@ -260,25 +256,9 @@ pub(super) async fn certify(
         Ok(other) => return unexpected_reply("policy registry", &other),
         Err(response) => return response,
     };
-    let view: GatewayStatusView = match edge
-        .ask_entity(
-            EntityKind::Gateway,
-            &gateway_id,
-            &GatewayRequest::Inspect,
-            None,
-        )
-        .await
-    {
-        Ok(GatewayReply::Status(view)) => view,
-        Ok(GatewayReply::Refused(GatewayError::NotRegistered)) => {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "unknown_gateway",
-                &format!("no gateway {gateway_id:?} is registered"),
-            );
-        }
-        Ok(other) => return unexpected_reply("gateway", &other),
-        Err(error) => return unavailable(&error),
+    let view = match inspect_gateway(&edge, &gateway_id).await {
+        Ok(view) => view,
+        Err(response) => return response,
     };
     let from_ms = body.from_ms.unwrap_or(view.window_start_unix_ms);
     let to_ms = body
