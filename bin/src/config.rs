@@ -20,7 +20,10 @@
 //! - `partners.*`: partner-site login — `secrets_key` (64 hex digits, secret),
 //!   `request_timeout_ms`, `max_answer_bytes`, `breaker_failures`, `breaker_open_ms`
 //! - `venues.*`: `min_ipv4_prefix_len`, `min_ipv6_prefix_len` (largest segment a venue may
-//!   register), `index_refresh_ms` (how often a node polls the segment directory)
+//!   register), `index_refresh_ms` (how often a node polls the segment directory),
+//!   `certification_sweep_ms` (how often a node looks for its gateways' ended windows)
+//! - `clock.allow_simulation` [LANMESH__CLOCK__ALLOW_SIMULATION]: default false; true lets
+//!   operators advance this node's domain clock (rehearsal and test clusters only)
 //! - `operator.token` [LANMESH__OPERATOR__TOKEN]: bearer token of the operator API (secret)
 //! - `log.format` (`human` | `json`), `log.filter` (tracing directives, default `info`)
 
@@ -57,6 +60,8 @@ pub struct NodeConfig {
     pub partners: PartnersSection,
     /// `venues.*`
     pub venues: VenuesSection,
+    /// `clock.*`
+    pub clock: ClockSection,
     /// `operator.*`
     pub operator: OperatorSection,
     /// `log.*`
@@ -278,6 +283,9 @@ pub struct VenuesSection {
     pub min_ipv6_prefix_len: u8,
     /// `venues.index_refresh_ms`: how often a node polls the segment directory for changes.
     pub index_refresh_ms: u64,
+    /// `venues.certification_sweep_ms`: how often a node certifies the gateways it hosts whose
+    /// monitoring window has ended.
+    pub certification_sweep_ms: u64,
 }
 
 impl Default for VenuesSection {
@@ -287,6 +295,7 @@ impl Default for VenuesSection {
             min_ipv4_prefix_len: limits.min_ipv4_prefix_len,
             min_ipv6_prefix_len: limits.min_ipv6_prefix_len,
             index_refresh_ms: 1_000,
+            certification_sweep_ms: 60_000,
         }
     }
 }
@@ -299,6 +308,16 @@ impl VenuesSection {
             min_ipv6_prefix_len: self.min_ipv6_prefix_len,
         }
     }
+}
+
+/// `clock.*`: the domain clock (see `lanmesh_actors::host::clock`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockSection {
+    /// `clock.allow_simulation`: operators may advance this node's clock through
+    /// `POST /api/v1/clock/advance`. For rehearsal and test clusters: time only moves forward,
+    /// and every node of a cluster must be advanced alike.
+    pub allow_simulation: bool,
 }
 
 /// `partners.*`: login with a partner site's account (S2).
@@ -553,6 +572,11 @@ impl NodeConfig {
             "venues.index_refresh_ms",
             self.venues.index_refresh_ms,
             50..=60_000,
+        )?;
+        check_range(
+            "venues.certification_sweep_ms",
+            self.venues.certification_sweep_ms,
+            100..=3_600_000,
         )?;
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,

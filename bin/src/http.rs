@@ -54,6 +54,7 @@ pub fn serve(
     edge: Arc<Edge>,
     operator_auth: OperatorAuth,
     presence: Arc<dyn PresenceSampleStore>,
+    clock_simulation: crate::operator::clock::ClockSimulation,
 ) -> std::io::Result<(ServerHandle, actix_web::dev::Server)> {
     let state = web::Data::new(HttpState {
         registry,
@@ -62,12 +63,14 @@ pub fn serve(
     let edge = web::Data::new(edge);
     let operator_auth = web::Data::new(operator_auth);
     let presence = web::Data::new(presence);
+    let clock_simulation = web::Data::new(clock_simulation);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .app_data(edge.clone())
             .app_data(operator_auth.clone())
             .app_data(presence.clone())
+            .app_data(clock_simulation.clone())
             .configure(crate::operator::configure)
             .route("/ws", web::get().to(crate::edge::connection::websocket))
             .route("/healthz", web::get().to(healthz))

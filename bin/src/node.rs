@@ -12,6 +12,7 @@
 
 use crate::config::ValidatedConfig;
 use crate::edge::auth::PasswordCost;
+use crate::edge::certification_sweep::SweepDependencies;
 use crate::edge::client_address::TrustedProxies;
 use crate::edge::metrics::EdgeMetrics;
 use crate::edge::sessions::SessionTiming;
@@ -27,6 +28,7 @@ use lanmesh_actors::entities::probe::ProbeEntity;
 use lanmesh_actors::entities::segment::SegmentEntity;
 use lanmesh_actors::entities::segment_directory::SegmentDirectoryEntity;
 use lanmesh_actors::entities::user::UserEntity;
+use lanmesh_actors::host::clock::DomainClock;
 use lanmesh_actors::host::entity_host::{EntityHost, HostConfig, HostDependencies, HostedKinds};
 use lanmesh_actors::host::lease::LeaseStore;
 use lanmesh_actors::host::metrics::HostMetrics;
@@ -175,6 +177,10 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         .await
         .context("cannot open storage")?;
 
+    let clock = DomainClock::system();
+    if raw.clock.allow_simulation {
+        tracing::warn!("clock.allow_simulation is on: operators may advance this node's clock");
+    }
     let transport = start_transport(&config, &node_id);
     let requester = Requester::new(node_id.clone(), Arc::clone(&transport));
     let shard_map = ShardMap::new(raw.cluster.n_shards).context("cluster.n_shards is zero")?;
@@ -190,6 +196,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             partners: partner_services(raw)?,
             trusted_proxies: TrustedProxies::parse(&raw.edge.trusted_proxies)
                 .context("edge.trusted_proxies")?,
+            clock: clock.clone(),
         },
         edge_limits(raw),
     )
@@ -219,6 +226,15 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         .await
         .context("cannot start cluster membership")?;
 
+    crate::edge::certification_sweep::spawn(
+        &edge,
+        SweepDependencies {
+            presence: Arc::clone(&stores.presence),
+            view: membership.view(),
+            interval: Duration::from_millis(raw.venues.certification_sweep_ms),
+        },
+    );
+
     let host_metrics = HostMetrics::default();
     // One actor thread per core; entities are spread over them by address.
     let n_arbiters = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
@@ -235,6 +251,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
             metrics: host_metrics.clone(),
             fenced_shards: fenced_sender,
+            clock,
         },
         HostedKinds::default()
             .with::<ProbeEntity>()
@@ -295,6 +312,9 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         Arc::clone(&edge),
         crate::operator::OperatorAuth::new(raw.operator.token.as_ref()),
         Arc::clone(&stores.presence),
+        crate::operator::clock::ClockSimulation {
+            allowed: raw.clock.allow_simulation,
+        },
     )
     .with_context(|| format!("cannot listen on http.listen = {}", config.http_listen))?;
     let server_task = actix_web::rt::spawn(server);

@@ -143,16 +143,24 @@ fn now_ms() -> i64 {
     .expect("fits")
 }
 
-/// Polls the segment's figures over the last hour until `logins` and `distinct` show.
-async fn wait_for_figures(node_address: &str, segment: &str, logins: u64, distinct: u64) -> Value {
+/// The last hour and the next minute, on the wall clock.
+fn recent_window() -> (i64, i64) {
+    let now = now_ms();
+    (now - 3_600_000, now + 60_000)
+}
+
+/// Polls the segment's figures over `[from, to)` until `logins` and `distinct` show.
+async fn wait_for_figures(
+    node_address: &str,
+    segment: &str,
+    (from_ms, to_ms): (i64, i64),
+    logins: u64,
+    distinct: u64,
+) -> Value {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     loop {
-        let now = now_ms();
-        let path = format!(
-            "/api/v1/segment-figures?segment={segment}&from_ms={}&to_ms={}",
-            now - 3_600_000,
-            now + 60_000
-        );
+        let path =
+            format!("/api/v1/segment-figures?segment={segment}&from_ms={from_ms}&to_ms={to_ms}");
         let (status, figures) = operator_get(node_address, &path).await;
         assert_eq!(status, 200, "{figures}");
         if field(&figures, "logins") == logins && field(&figures, "distinct_accounts") == distinct {
@@ -272,7 +280,7 @@ async fn gateways_register_log_in_and_count_clients_from_inside_their_segments()
         client_logs_in(&node_b, "inside2", &forwarding("127.0.0.2", "127.0.0.18")).await;
     let outside = client_logs_in(&node_a, "outside1", &from("127.0.0.40")).await;
     let forged = client_logs_in(&node_b, "forger1", &forwarding("127.0.0.41", "127.0.0.19")).await;
-    let figures = wait_for_figures(&node_a, "127.0.0.16/28", 2, 2).await;
+    let figures = wait_for_figures(&node_a, "127.0.0.16/28", recent_window(), 2, 2).await;
     assert!(
         field(&figures, "peak_concurrent")
             .as_u64()
@@ -282,7 +290,7 @@ async fn gateways_register_log_in_and_count_clients_from_inside_their_segments()
     );
     // Nothing more arrives: the outside and forged logins were not counted.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    wait_for_figures(&node_b, "127.0.0.16/28", 2, 2).await;
+    wait_for_figures(&node_b, "127.0.0.16/28", recent_window(), 2, 2).await;
 
     // Amending moves the venue: its new segment counts from then on.
     let amended: GatewayStatusReply = gateway_b
@@ -312,13 +320,11 @@ async fn gateways_register_log_in_and_count_clients_from_inside_their_segments()
             attempt += 1;
             let client =
                 client_logs_in(&node_a, &format!("mover{attempt}"), &from("127.0.0.33")).await;
-            let now = now_ms();
+            let (from_ms, to_ms) = recent_window();
             let (_, figures) = operator_get(
                 &node_a,
                 &format!(
-                    "/api/v1/segment-figures?segment=127.0.0.32/28&from_ms={}&to_ms={}",
-                    now - 3_600_000,
-                    now + 60_000
+                    "/api/v1/segment-figures?segment=127.0.0.32/28&from_ms={from_ms}&to_ms={to_ms}"
                 ),
             )
             .await;
@@ -348,6 +354,17 @@ async fn gateways_register_log_in_and_count_clients_from_inside_their_segments()
     }
     let (status, _) = operator_get(&node_a, "/api/v1/gateways/g000000000000000000000000").await;
     assert_eq!(status, 404);
+    // This cluster's clocks follow the wall clock: they cannot be advanced.
+    let (status, body) = operator_send(
+        &node_a,
+        reqwest::Method::POST,
+        "/api/v1/clock/advance",
+        Some(&serde_json::json!({"by_ms": 86_400_000})),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (_, clock) = operator_get(&node_a, "/api/v1/clock").await;
+    assert_eq!(field(&clock, "offset_ms"), 0, "{clock}");
 
     finish(
         cluster,
@@ -403,64 +420,119 @@ async fn gateway_login(address: &str, gateway_id: &str) -> (ImClient, GatewayLog
     (client, reply)
 }
 
-/// Certification on demand under an operator's versioned policy: one venue reaches the silver
-/// tier and is told at once (online); another is rejected with the measured-vs-required reason
-/// and is told at its next login (offline when decided).
+const DAY_MS: u64 = 86_400_000;
+const HOUR_MS: u64 = 3_600_000;
+
+/// Moves every node's domain clock `by_ms` forward; returns the new domain time of node 0.
+async fn advance_clocks(cluster: &TestCluster, n_nodes: usize, by_ms: u64) -> u64 {
+    let mut offsets = Vec::new();
+    for index in 0..n_nodes {
+        let (status, clock) = operator_send(
+            &address(cluster, index),
+            reqwest::Method::POST,
+            "/api/v1/clock/advance",
+            Some(&serde_json::json!({ "by_ms": by_ms })),
+        )
+        .await;
+        assert_eq!(status, 200, "{clock}");
+        offsets.push(field(&clock, "offset_ms").as_u64().expect("an offset"));
+    }
+    assert!(
+        offsets.windows(2).all(|pair| pair.first() == pair.last()),
+        "every node runs at the same offset: {offsets:?}"
+    );
+    domain_now(&address(cluster, 0)).await
+}
+
+async fn domain_now(node_address: &str) -> u64 {
+    let (status, clock) = operator_get(node_address, "/api/v1/clock").await;
+    assert_eq!(status, 200, "{clock}");
+    field(&clock, "now_ms").as_u64().expect("a time")
+}
+
+async fn put_policy(node_address: &str, policy: &Value) -> (u16, Value) {
+    operator_send(
+        node_address,
+        reqwest::Method::PUT,
+        "/api/v1/certification-policy",
+        Some(policy),
+    )
+    .await
+}
+
+/// Polls a gateway's operator view until its status is `status`.
+async fn wait_for_gateway_status(node_address: &str, gateway_id: &str, status: &str) -> Value {
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, view) = operator_get(node_address, &format!("/api/v1/gateways/{gateway_id}")).await;
+        if field(&view, "status") == status {
+            return view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{gateway_id} never became {status}: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Certification at the window's end, on two nodes whose clocks the test advances: a busy
+/// venue whose gateway stays online reaches the silver tier (logins and days online combined)
+/// and is told at once; a quiet venue whose gateway is offline is rejected with measured vs
+/// required and is told at its next login. Only logins from inside each segment count; each
+/// window is decided once although both nodes sweep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
+async fn gateways_are_certified_at_their_window_end_on_a_simulated_clock() {
+    const N_NODES: usize = 2;
     let Some(cluster) = start_cluster(
-        "venues::certification_certifies_at_the_right_tier_and_rejects_with_reasons",
-        1,
+        "venues::gateways_are_certified_at_their_window_end_on_a_simulated_clock",
+        N_NODES,
         &[
             ("LANMESH__OPERATOR__TOKEN", OPERATOR_TOKEN),
             ("LANMESH__VENUES__INDEX_REFRESH_MS", "200"),
+            ("LANMESH__VENUES__CERTIFICATION_SWEEP_MS", "200"),
+            ("LANMESH__CLOCK__ALLOW_SIMULATION", "true"),
         ],
     )
     .await
     else {
         return;
     };
-    let node = address(&cluster, 0);
+    let node_a = address(&cluster, 0);
+    let node_b = address(&cluster, 1);
     let policy = serde_json::json!({
-        "version": 1, "window_days": 1,
+        "version": 1, "window_days": 2,
         "pass": {"any": [
             {"at_least": {"metric": "client_logins", "value": 2}},
             {"at_least": {"metric": "gateway_online_hours", "value": 100}}]},
         "tiers": [
             {"name": "bronze", "condition": {"at_least": {"metric": "client_logins", "value": 2}}, "permissions": ["campaign.view"]},
-            {"name": "silver", "condition": {"at_least": {"metric": "client_logins", "value": 3}}, "permissions": ["campaign.enrol", "campaign.view"]}]
+            {"name": "silver", "condition": {"all": [
+                {"at_least": {"metric": "client_logins", "value": 3}},
+                {"at_least": {"metric": "gateway_days_online", "value": 2}}]},
+             "permissions": ["campaign.enrol", "campaign.view"]}]
     });
-    let (status, body) = operator_get(&node, "/api/v1/certification-policy").await;
+    let (status, body) = operator_get(&node_a, "/api/v1/certification-policy").await;
     assert_eq!(status, 404, "{body}");
-    let (status, body) = operator_send(
-        &node,
-        reqwest::Method::PUT,
-        "/api/v1/certification-policy",
-        Some(&policy),
-    )
-    .await;
+    let (status, body) = put_policy(&node_a, &policy).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = operator_send(
-        &node,
-        reqwest::Method::PUT,
-        "/api/v1/certification-policy",
-        Some(&policy),
-    )
-    .await;
+    let (status, body) = put_policy(&node_a, &policy).await;
     assert_eq!(status, 409, "the same version again: {body}");
     let mut invalid = policy.clone();
     invalid["version"] = 2.into();
     invalid["window_days"] = 0.into();
+    let (status, body) = put_policy(&node_a, &invalid).await;
+    assert_eq!(status, 400, "{body}");
     let (status, body) = operator_send(
-        &node,
-        reqwest::Method::PUT,
-        "/api/v1/certification-policy",
-        Some(&invalid),
+        &node_b,
+        reqwest::Method::POST,
+        "/api/v1/clock/advance",
+        Some(&serde_json::json!({"by_ms": 0})),
     )
     .await;
     assert_eq!(status, 400, "{body}");
 
-    let mut admin = connect(&node).await;
+    let mut admin = connect(&node_a).await;
     sign_up(&mut admin, "venueadmin").await;
     let busy = register_gateway(&mut admin, "Busy Cafe", &["127.0.0.48/28"])
         .await
@@ -468,78 +540,121 @@ async fn certification_certifies_at_the_right_tier_and_rejects_with_reasons() {
     let quiet = register_gateway(&mut admin, "Quiet Cafe", &["127.0.0.64/28"])
         .await
         .expect("registers");
-    let (mut busy_gateway, _) = gateway_login(&node, &busy.gateway_id).await;
-    let (quiet_gateway, _) = gateway_login(&node, &quiet.gateway_id).await;
+    let window_start = busy.window_starts_at_ms;
+    assert_eq!(quiet.window_starts_at_ms, window_start);
+    assert_eq!(window_start % DAY_MS, 0, "windows start at a midnight");
+    wait_for_index(&cluster, N_NODES, 2.0).await;
+
+    // Into the window's first day, one hour after its midnight.
+    let now = domain_now(&node_a).await;
+    let now = advance_clocks(&cluster, N_NODES, window_start + HOUR_MS - now).await;
+    assert!((window_start + HOUR_MS..window_start + 2 * HOUR_MS).contains(&now));
+    let (mut busy_gateway, _) = gateway_login(&node_b, &busy.gateway_id).await;
+    let (quiet_gateway, _) = gateway_login(&node_a, &quiet.gateway_id).await;
     quiet_gateway.close().await.expect("closes");
-    wait_for_index(&cluster, 1, 2.0).await;
-
-    // The window covers every UTC day the activity may fall on (a test may run over midnight).
-    let first_day = u64::try_from(now_ms()).expect("after 1970") / 86_400_000 * 86_400_000;
     let mut clients = Vec::new();
-    for (index, source_ip) in ["127.0.0.49", "127.0.0.50", "127.0.0.51", "127.0.0.65"]
-        .into_iter()
-        .enumerate()
+    for (index, (node, source_ip)) in [
+        (&node_a, "127.0.0.49"),
+        (&node_b, "127.0.0.50"),
+        (&node_a, "127.0.0.51"),
+        (&node_b, "127.0.0.65"),
+        (&node_a, "127.0.0.40"),
+    ]
+    .into_iter()
+    .enumerate()
     {
-        clients.push(client_logs_in(&node, &format!("player{index}"), &from(source_ip)).await);
+        clients.push(client_logs_in(node, &format!("player{index}"), &from(source_ip)).await);
     }
-    wait_for_figures(&node, "127.0.0.48/28", 3, 3).await;
-    wait_for_figures(&node, "127.0.0.64/28", 1, 1).await;
+    let window = (
+        i64::try_from(window_start).expect("fits"),
+        i64::try_from(window_start + 2 * DAY_MS).expect("fits"),
+    );
+    wait_for_figures(&node_a, "127.0.0.48/28", window, 3, 3).await;
+    wait_for_figures(&node_b, "127.0.0.64/28", window, 1, 1).await;
 
-    let last_day = u64::try_from(now_ms()).expect("after 1970") / 86_400_000 * 86_400_000;
-    let window = serde_json::json!({"from_ms": first_day, "to_ms": last_day + 86_400_000});
-    let (status, body) = operator_send(
-        &node,
-        reqwest::Method::POST,
-        &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
-        Some(&serde_json::json!({"from_ms": first_day + 1})),
-    )
-    .await;
-    assert_eq!(status, 400, "a window not on midnights: {body}");
-    let (status, certified) = operator_send(
-        &node,
-        reqwest::Method::POST,
-        &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
-        Some(&window),
-    )
-    .await;
-    assert_eq!(status, 200, "{certified}");
-    assert_eq!(field(&certified, "status"), "certified");
-    assert_eq!(field(&certified, "tier"), "silver");
-    assert_eq!(field(&certified, "policy_version"), 1);
+    // Most of the window passes: nothing is decided before its end.
+    advance_clocks(&cluster, N_NODES, DAY_MS).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (_, view) = operator_get(&node_a, &format!("/api/v1/gateways/{}", busy.gateway_id)).await;
+    assert_eq!(field(&view, "status"), "pending", "{view}");
+
+    // The window ends: the sweep certifies both.
+    advance_clocks(&cluster, N_NODES, DAY_MS).await;
     let pushed: lanmesh::edge::protocol::WireCertification = busy_gateway
         .wait_for_op("gateway.certification", EVENT_TIMEOUT)
         .await
         .expect("the online gateway is told at once");
+    assert_eq!(pushed.status, WireGatewayStatus::Certified);
     assert_eq!(pushed.tier.as_deref(), Some("silver"));
     assert_eq!(pushed.permissions, ["campaign.enrol", "campaign.view"]);
-
-    let (status, rejected) = operator_send(
-        &node,
-        reqwest::Method::POST,
-        &format!("/api/v1/gateways/{}/certify", quiet.gateway_id),
-        Some(&window),
-    )
-    .await;
-    assert_eq!(status, 200, "{rejected}");
-    assert_eq!(field(&rejected, "status"), "rejected");
-    let reasons = field(&rejected, "reasons").to_string();
-    assert!(
-        reasons.contains("client_logins: measured 1, at least 2 required"),
-        "{reasons}"
+    let view = wait_for_gateway_status(&node_a, &busy.gateway_id, "certified").await;
+    let history = field(&view, "history")
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let record = history.first().expect("one result");
+    assert_eq!(field(record, "window_start_ms"), window_start, "{record}");
+    assert_eq!(
+        field(record, "window_end_ms"),
+        window_start + 2 * DAY_MS,
+        "{record}"
     );
-    // The quiet venue was offline: its next login brings the result.
-    let (quiet_gateway, login) = gateway_login(&node, &quiet.gateway_id).await;
-    let undelivered = login.undelivered.expect("the result waits for the login");
-    assert_eq!(undelivered.status, WireGatewayStatus::Rejected);
-    assert_eq!(login.gateway.status, WireGatewayStatus::Rejected);
-    let (_, view) = operator_get(&node, &format!("/api/v1/gateways/{}", busy.gateway_id)).await;
-    assert_eq!(field(&view, "status"), "certified");
+    let figures = field(record, "figures");
+    assert_eq!(
+        field(figures, "client_logins"),
+        3,
+        "only inside logins: {figures}"
+    );
+    assert_eq!(field(figures, "gateway_days_online"), 2, "{figures}");
+    // The second monitor, per day: the whole of the window's second day online.
+    let second_day =
+        serde_json::json!({"day_start_ms": window_start + DAY_MS, "online_ms": DAY_MS});
     assert!(
-        field(&view, "history")
+        field(&view, "uptime_by_day")
             .as_array()
-            .is_some_and(|history| history.len() == 1),
+            .is_some_and(|days| days.contains(&second_day)),
         "{view}"
     );
+
+    let rejected = wait_for_gateway_status(&node_b, &quiet.gateway_id, "rejected").await;
+    let (quiet_gateway, login) = gateway_login(&node_b, &quiet.gateway_id).await;
+    let undelivered = login.undelivered.expect("the result waits for the login");
+    assert_eq!(undelivered.status, WireGatewayStatus::Rejected);
+    assert_eq!(
+        undelivered.reasons,
+        [
+            "client_logins: measured 1, at least 2 required",
+            "gateway_online_hours: measured 0, at least 100 required"
+        ],
+        "{rejected}"
+    );
+
+    // Both nodes went on sweeping: each window was decided exactly once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut decided = 0.0;
+    for index in 0..N_NODES {
+        let (_, metrics) = http_get(&address(&cluster, index), "/metrics")
+            .await
+            .expect("metrics");
+        decided += metric_value(&metrics, "lanmesh_edge_window_end_certified_total").unwrap_or(0.0);
+        decided += metric_value(&metrics, "lanmesh_edge_window_end_rejected_total").unwrap_or(0.0);
+    }
+    assert_eq!(decided, 2.0);
+    let (_, view) = operator_get(&node_a, &format!("/api/v1/gateways/{}", busy.gateway_id)).await;
+    assert_eq!(
+        field(&view, "history").as_array().map(Vec::len),
+        Some(1),
+        "{view}"
+    );
+    // On demand, an operator may still certify any whole days; other windows are refused.
+    let (status, body) = operator_send(
+        &node_a,
+        reqwest::Method::POST,
+        &format!("/api/v1/gateways/{}/certify", busy.gateway_id),
+        Some(&serde_json::json!({"from_ms": window_start + 1})),
+    )
+    .await;
+    assert_eq!(status, 400, "a window not on midnights: {body}");
 
     clients.extend([admin, busy_gateway, quiet_gateway]);
     finish(cluster, clients).await;

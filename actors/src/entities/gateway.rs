@@ -44,7 +44,7 @@ pub enum GatewayRequest {
     },
     /// Where the gateway stands, for an operator (no key).
     Inspect,
-    /// Certify the gateway (an operator's request, or the window's end).
+    /// Certify the gateway over any whole-day window (an operator's request).
     Certify {
         /// The policy in force.
         policy: CertificationPolicy,
@@ -54,6 +54,16 @@ pub enum GatewayRequest {
         window_start_unix_ms: u64,
         /// The window's end (start of a UTC day).
         window_end_unix_ms: u64,
+    },
+    /// Certify the window that started at `window_start_unix_ms` if it has ended and is still
+    /// the gateway's current one (the automatic certification at a window's end).
+    CertifyWindowEnd {
+        /// The policy in force.
+        policy: CertificationPolicy,
+        /// What the first monitor measured on the gateway's segments over the window.
+        client: ClientFigures,
+        /// The window's first day, as the sender read it from the gateway.
+        window_start_unix_ms: u64,
     },
     /// A request of the logged-in gateway.
     Authed {
@@ -91,6 +101,9 @@ pub struct GatewayStatusView {
     pub window_start_unix_ms: u64,
     /// Whether the gateway is online.
     pub online: bool,
+    /// The second monitor: online time per UTC day (days since the epoch), the last
+    /// [`crate::model::gateway::UPTIME_DAYS_KEPT`] days, up to now.
+    pub online_ms_by_day: std::collections::BTreeMap<u64, u64>,
     /// Certification results, oldest first.
     pub history: Vec<CertificationRecord>,
 }
@@ -124,7 +137,7 @@ pub enum GatewayReply {
 #[derive(Debug)]
 pub struct GatewayEntity;
 
-fn status_view(state: &GatewayState) -> Result<GatewayStatusView, GatewayError> {
+fn status_view(state: &GatewayState, now_unix_ms: u64) -> Result<GatewayStatusView, GatewayError> {
     let registration = state
         .registration_opt
         .clone()
@@ -135,6 +148,7 @@ fn status_view(state: &GatewayState) -> Result<GatewayStatusView, GatewayError> 
         revision: state.revision,
         window_start_unix_ms: state.window_start_unix_ms,
         online: state.connection_opt.is_some(),
+        online_ms_by_day: state.uptime_by_day(now_unix_ms),
         history: state.history.clone(),
     })
 }
@@ -150,76 +164,82 @@ impl EntityBehavior for GatewayEntity {
         let request: GatewayRequest = decode_request(message)?;
         let now = message.now_unix_ms;
         let is_login = matches!(request, GatewayRequest::Online { .. });
-        let outcome: Result<(GatewayReply, Vec<GatewayEffect>, bool), GatewayError> = match request
-        {
-            GatewayRequest::Register {
-                registration,
-                credential_hash,
-            } => state
-                .register(registration, credential_hash, now)
-                .map(|((), effects)| (GatewayReply::Done, effects, true)),
-            GatewayRequest::Credential => state.credential().map(|credential_hash| {
-                (
-                    GatewayReply::Credential { credential_hash },
-                    Vec::new(),
-                    false,
-                )
-            }),
-            GatewayRequest::Online {
-                session_id,
-                node_id,
-                key,
-            } => state
-                .online(session_id, node_id, key, now)
-                .and_then(|((), effects)| {
-                    // The login's reply carries what waited for it.
-                    let undelivered_opt = effects.iter().find_map(|effect| match effect {
-                        GatewayEffect::Push {
-                            push: GatewayPush::Certification(record),
-                            ..
-                        } => Some(record.clone()),
-                        GatewayEffect::Audit { .. } => None,
-                    });
-                    let reply = GatewayReply::Online {
-                        status: status_view(state)?,
-                        undelivered_opt,
-                    };
-                    Ok((reply, effects, true))
+        let outcome: Result<(GatewayReply, Vec<GatewayEffect>, bool), GatewayError> =
+            match request {
+                GatewayRequest::Register {
+                    registration,
+                    credential_hash,
+                } => state
+                    .register(registration, credential_hash, now)
+                    .map(|((), effects)| (GatewayReply::Done, effects, true)),
+                GatewayRequest::Credential => state.credential().map(|credential_hash| {
+                    (
+                        GatewayReply::Credential { credential_hash },
+                        Vec::new(),
+                        false,
+                    )
                 }),
-            GatewayRequest::Certify {
-                policy,
-                client,
-                window_start_unix_ms,
-                window_end_unix_ms,
-            } => state
-                .certify(
-                    &policy,
+                GatewayRequest::Online {
+                    session_id,
+                    node_id,
+                    key,
+                } => state
+                    .online(session_id, node_id, key, now)
+                    .and_then(|((), effects)| {
+                        // The login's reply carries what waited for it.
+                        let undelivered_opt = effects.iter().find_map(|effect| match effect {
+                            GatewayEffect::Push {
+                                push: GatewayPush::Certification(record),
+                                ..
+                            } => Some(record.clone()),
+                            GatewayEffect::Audit { .. } => None,
+                        });
+                        let reply = GatewayReply::Online {
+                            status: status_view(state, now)?,
+                            undelivered_opt,
+                        };
+                        Ok((reply, effects, true))
+                    }),
+                GatewayRequest::Certify {
+                    policy,
                     client,
                     window_start_unix_ms,
                     window_end_unix_ms,
-                    now,
-                )
-                .map(|(record, effects)| (GatewayReply::Certified(record), effects, true)),
-            GatewayRequest::Inspect => {
-                status_view(state).map(|view| (GatewayReply::Status(view), Vec::new(), false))
-            }
-            GatewayRequest::Offline { session_id } => state
-                .offline(&session_id, now)
-                .map(|((), effects)| (GatewayReply::Done, effects, true)),
-            GatewayRequest::Authed {
-                session_id,
-                key_hash,
-                op,
-            } => state
-                .check_key(&session_id, &key_hash, now)
-                .and_then(|()| match op {
-                    GatewayOp::Amend { registration } => state
-                        .amend(registration, now)
-                        .map(|((), effects)| (GatewayReply::Done, effects, true)),
-                    GatewayOp::Status => status_view(state)
-                        .map(|view| (GatewayReply::Status(view), Vec::new(), false)),
-                }),
-        };
+                } => state
+                    .certify(
+                        &policy,
+                        client,
+                        window_start_unix_ms,
+                        window_end_unix_ms,
+                        now,
+                    )
+                    .map(|(record, effects)| (GatewayReply::Certified(record), effects, true)),
+                GatewayRequest::CertifyWindowEnd {
+                    policy,
+                    client,
+                    window_start_unix_ms,
+                } => state
+                    .certify_window_end(&policy, client, window_start_unix_ms, now)
+                    .map(|(record, effects)| (GatewayReply::Certified(record), effects, true)),
+                GatewayRequest::Inspect => status_view(state, now)
+                    .map(|view| (GatewayReply::Status(view), Vec::new(), false)),
+                GatewayRequest::Offline { session_id } => state
+                    .offline(&session_id, now)
+                    .map(|((), effects)| (GatewayReply::Done, effects, true)),
+                GatewayRequest::Authed {
+                    session_id,
+                    key_hash,
+                    op,
+                } => state
+                    .check_key(&session_id, &key_hash, now)
+                    .and_then(|()| match op {
+                        GatewayOp::Amend { registration } => state
+                            .amend(registration, now)
+                            .map(|((), effects)| (GatewayReply::Done, effects, true)),
+                        GatewayOp::Status => status_view(state, now)
+                            .map(|view| (GatewayReply::Status(view), Vec::new(), false)),
+                    }),
+            };
         let (reply, model_effects, state_changed) = match outcome {
             Ok(done) => done,
             // The model refuses before it changes anything.

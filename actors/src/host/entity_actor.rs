@@ -8,7 +8,6 @@
 
 use crate::host::behavior::{EntityBehavior, IncomingMessage, OwnerStamp, Push};
 use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, WrapFuture};
-use lanmesh_bus::envelope::now_unix_ms;
 use lanmesh_bus::{EntityAddress, Envelope};
 use lanmesh_storage::{
     EntityKey, EntityStateStore, PresenceSample, StateVersion, StoreError, StoredEntityState,
@@ -136,6 +135,8 @@ pub struct Apply {
     pub envelope: Arc<Envelope>,
     /// Who applies it.
     pub owner: OwnerStamp,
+    /// The domain time of the delivery, in Unix milliseconds (see [`crate::host::clock`]).
+    pub now_unix_ms: u64,
 }
 
 /// Stops the actor (its state is already durable).
@@ -244,7 +245,11 @@ async fn apply_message<B: EntityBehavior>(
             Err(error) => return (Err(error), None),
         },
     };
-    let Apply { envelope, owner } = apply;
+    let Apply {
+        envelope,
+        owner,
+        now_unix_ms: now,
+    } = apply;
     for _ in 0..MAX_SAVE_ATTEMPTS {
         if let Some(stored) = restored.version_opt
             && stored.epoch > owner.epoch
@@ -271,7 +276,6 @@ async fn apply_message<B: EntityBehavior>(
             };
             return (Ok(applied), Some(restored));
         }
-        let now = now_unix_ms();
         let incoming = IncomingMessage {
             entity_id: &key.id,
             msg_id: envelope.msg_id,

@@ -13,6 +13,7 @@
 //! resumes, an asker retries).
 
 use crate::host::behavior::{EntityBehavior, OwnerStamp, Push};
+use crate::host::clock::DomainClock;
 use crate::host::entity_actor::{Applied, Apply, ApplyError, EntityActor, Passivate};
 use crate::host::metrics::HostMetrics;
 use crate::host::push::{SESSION_PUSHES_ID, SessionPushes};
@@ -134,6 +135,8 @@ pub struct HostDependencies {
     pub metrics: HostMetrics,
     /// Told about shards in which a newer owner has written: this node should let them go.
     pub fenced_shards: mpsc::UnboundedSender<ShardId>,
+    /// The time entities handle messages at.
+    pub clock: DomainClock,
 }
 
 struct LiveEntity {
@@ -204,6 +207,7 @@ impl EntityHost {
             .send(Apply {
                 envelope: Arc::clone(&envelope),
                 owner,
+                now_unix_ms: self.dependencies.clock.now_unix_ms(),
             })
             .await;
         self.check_in(&envelope.target);

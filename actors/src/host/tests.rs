@@ -73,6 +73,7 @@ async fn fixture(config: HostConfig) -> Fixture {
             arbiters: vec![actix::Arbiter::current()],
             metrics: metrics.clone(),
             fenced_shards: fenced_sender,
+            clock: crate::host::clock::DomainClock::system(),
         },
         HostedKinds::default().with::<ProbeEntity>(),
         config,

@@ -123,6 +123,14 @@ pub enum GatewayError {
     Certified,
     /// The key is not this gateway's current session key, or it expired.
     KeyInvalid,
+    /// The window named is not the gateway's current one, has not ended, or the gateway waits
+    /// for an amendment (rejected): nothing to certify at a window's end.
+    WindowNotDue {
+        /// The gateway's current window start.
+        window_start_unix_ms: u64,
+        /// Where it stands.
+        status: GatewayStatus,
+    },
     /// The request contradicts the state.
     Invalid {
         /// Why.
@@ -330,13 +338,19 @@ impl GatewayState {
         self.online_ms_by_day = self.online_ms_by_day.split_off(&oldest_kept);
     }
 
-    /// The second monitor over the whole UTC days `[from, to)`: online time, and the days with
-    /// any uptime, counting the open interval up to `now`.
-    pub fn uptime(&self, from_unix_ms: u64, to_unix_ms: u64, now_unix_ms: u64) -> (u64, u32) {
+    /// Online time per UTC day (days since the epoch), counting the open interval up to `now`.
+    pub fn uptime_by_day(&self, now_unix_ms: u64) -> BTreeMap<u64, u64> {
         let mut by_day = self.online_ms_by_day.clone();
         if let Some(connection) = &self.connection_opt {
             accrue(&mut by_day, connection.since_unix_ms, now_unix_ms);
         }
+        by_day
+    }
+
+    /// The second monitor over the whole UTC days `[from, to)`: online time, and the days with
+    /// any uptime, counting the open interval up to `now`.
+    pub fn uptime(&self, from_unix_ms: u64, to_unix_ms: u64, now_unix_ms: u64) -> (u64, u32) {
+        let by_day = self.uptime_by_day(now_unix_ms);
         // Windows are whole UTC days (see `start_window`), so day totals are exact.
         let first_day = from_unix_ms / DAY_MS;
         let end_day = to_unix_ms.div_ceil(DAY_MS);
@@ -385,6 +399,51 @@ impl GatewayState {
             .cloned()
             .ok_or(GatewayError::NotRegistered)?;
         Ok((record, effects))
+    }
+
+    /// When the current window of `window_days` ends and should be certified; `None` while
+    /// nothing is due by time (not registered, or rejected: an amendment starts a new window).
+    pub fn window_due_unix_ms(&self, window_days: u32) -> Option<u64> {
+        if self.registration_opt.is_none() || self.status == GatewayStatus::Rejected {
+            return None;
+        }
+        Some(
+            self.window_start_unix_ms
+                .saturating_add(u64::from(window_days).saturating_mul(DAY_MS)),
+        )
+    }
+
+    /// Certifies the window that started at `window_start` once it has ended under `policy`:
+    /// the automatic certification at a window's end. It is refused unless that window is
+    /// still the current one and is over, so a repeated or late request (two sweeps racing, a
+    /// redelivery after the window moved on) certifies nothing twice.
+    pub fn certify_window_end(
+        &mut self,
+        policy: &CertificationPolicy,
+        client: ClientFigures,
+        window_start_unix_ms: u64,
+        now_unix_ms: u64,
+    ) -> GatewayResult<CertificationRecord> {
+        self.registration()?;
+        let not_due = GatewayError::WindowNotDue {
+            window_start_unix_ms: self.window_start_unix_ms,
+            status: self.status,
+        };
+        match self.window_due_unix_ms(policy.window_days) {
+            Some(due_unix_ms)
+                if self.window_start_unix_ms == window_start_unix_ms
+                    && due_unix_ms <= now_unix_ms =>
+            {
+                self.certify(
+                    policy,
+                    client,
+                    window_start_unix_ms,
+                    due_unix_ms,
+                    now_unix_ms,
+                )
+            }
+            _ => Err(not_due),
+        }
     }
 
     /// Records a certification decided for the window `[start, end)`: pushed to the gateway

@@ -14,6 +14,7 @@ use crate::edge::ops::{
 use crate::edge::protocol::{
     ErrorBody, ErrorCode, GatewayLoginReply, GatewayLoginRequest, GatewayRegisterReply,
     GatewayRegisterRequest, GatewayStatusReply, WireCertification, WireGatewayStatus,
+    WireWindowFigures,
 };
 use lanmesh_actors::entities::gateway::{
     GatewayOp, GatewayReply, GatewayRequest, GatewayStatusView,
@@ -28,7 +29,6 @@ use lanmesh_actors::model::gateway::{
 use lanmesh_actors::model::segment::{Segment, parse_segment};
 use lanmesh_actors::model::segment_directory::MAX_SEGMENTS_PER_GATEWAY;
 use lanmesh_actors::model::user::{KeyRecord, UserError};
-use lanmesh_bus::envelope::now_unix_ms;
 use uuid::Uuid;
 
 /// Hex digits of randomness in a gateway id (`g` and 24 hex digits).
@@ -69,6 +69,10 @@ fn gateway_refusal(error: GatewayError) -> ErrorBody {
         GatewayError::KeyInvalid => ErrorBody::new(
             ErrorCode::KeyInvalid,
             "the key is not this gateway's current login",
+        ),
+        GatewayError::WindowNotDue { .. } => ErrorBody::new(
+            ErrorCode::Invalid,
+            "the gateway's monitoring window has not ended",
         ),
         GatewayError::Invalid { reason } => ErrorBody::new(ErrorCode::Invalid, reason),
     }
@@ -208,6 +212,15 @@ pub fn wire_certification(record: &CertificationRecord) -> WireCertification {
         window_start_ms: record.window_start_unix_ms,
         window_end_ms: record.window_end_unix_ms,
         decided_at_ms: record.decided_unix_ms,
+        figures: WireWindowFigures {
+            client_logins: record.figures.client_logins,
+            distinct_accounts: record.figures.distinct_accounts,
+            peak_concurrent_clients: record.figures.peak_concurrent_clients,
+            client_online_ms: record.figures.client_online_ms,
+            gateway_online_ms: record.figures.gateway_online_ms,
+            gateway_days_online: record.figures.gateway_days_online,
+            window_days: record.figures.window_days,
+        },
     }
 }
 
@@ -264,7 +277,7 @@ pub(super) async fn register(
         GatewayReply::Done => value(&GatewayRegisterReply {
             gateway_id,
             status: WireGatewayStatus::Pending,
-            window_starts_at_ms: now_unix_ms().div_ceil(DAY_MS) * DAY_MS,
+            window_starts_at_ms: edge.clock().now_unix_ms().div_ceil(DAY_MS) * DAY_MS,
         }),
         other => Err(unexpected_gateway(&other)),
     }
@@ -308,8 +321,7 @@ pub(super) async fn login(
     let session_id = Uuid::new_v4().simple().to_string();
     let issued = auth::issue_key(&gateway_id, &session_id)
         .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "no randomness for a key"))?;
-    let expires_at_ms = now_unix_ms()
-        .saturating_add(u64::try_from(edge.limits.key_ttl.as_millis()).unwrap_or(u64::MAX));
+    let expires_at_ms = edge.key_expiry_unix_ms();
     let online = GatewayRequest::Online {
         session_id: session_id.clone(),
         node_id: edge.deps.node_id.to_string(),

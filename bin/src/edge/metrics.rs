@@ -25,6 +25,10 @@ pub struct EdgeMetrics {
     pub venue_index_revision: Gauge,
     /// Segments in this node's segment index.
     pub venue_segments: Gauge,
+    /// Gateways this node certified at a window's end.
+    pub window_end_certified: Counter,
+    /// Gateways this node rejected at a window's end.
+    pub window_end_rejected: Counter,
 }
 
 impl EdgeMetrics {
@@ -60,6 +64,16 @@ impl EdgeMetrics {
                 "lanmesh_edge_pushes_unclaimed",
                 "Pushes for sessions this node no longer holds",
                 &self.pushes_unclaimed,
+            ),
+            (
+                "lanmesh_edge_window_end_certified",
+                "Gateways this node certified at the end of their monitoring window",
+                &self.window_end_certified,
+            ),
+            (
+                "lanmesh_edge_window_end_rejected",
+                "Gateways this node rejected at the end of their monitoring window",
+                &self.window_end_rejected,
             ),
         ];
         for (name, help, counter) in counters {

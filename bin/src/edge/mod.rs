@@ -9,6 +9,7 @@
 //! session's actor ([`sessions`]), which writes them to every connection attached to it.
 
 pub mod auth;
+pub mod certification_sweep;
 pub mod client_address;
 pub mod connection;
 pub mod gateway_ops;
@@ -27,6 +28,7 @@ use crate::edge::sessions::{Deliver, DetachNotice, SessionRegistry, SessionTimin
 use crate::partner::client::PartnerClient;
 use crate::partner::secret_box::SecretBox;
 use lanmesh_actors::entities::user::{self, UserReply, UserRequest};
+use lanmesh_actors::host::clock::DomainClock;
 use lanmesh_actors::host::push::SessionPushes;
 use lanmesh_actors::model::entity_kind::EntityKind;
 use lanmesh_actors::model::gateway::GatewayPush;
@@ -100,6 +102,8 @@ pub struct EdgeDependencies {
     pub partners: PartnerServices,
     /// The proxies whose `X-Forwarded-For` gives a client's address.
     pub trusted_proxies: TrustedProxies,
+    /// The domain time (key expiry, presence sample times), shared with the entity host.
+    pub clock: DomainClock,
 }
 
 /// What partner-site login needs on every node: the client of the sites and the key that
@@ -167,6 +171,17 @@ impl Edge {
 
     fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The domain clock.
+    pub fn clock(&self) -> &DomainClock {
+        &self.deps.clock
+    }
+
+    /// When a key issued now expires.
+    fn key_expiry_unix_ms(&self) -> u64 {
+        let ttl_ms = u64::try_from(self.limits.key_ttl.as_millis()).unwrap_or(u64::MAX);
+        self.deps.clock.now_unix_ms().saturating_add(ttl_ms)
     }
 
     /// The partner-site services.

@@ -25,7 +25,6 @@ use lanmesh_actors::model::user::{
     IncomingRequest, KeyRecord, SessionMode, SessionOpening, SessionSnapshot, Status, UserError,
     WidgetEntry,
 };
-use lanmesh_bus::envelope::now_unix_ms;
 use lanmesh_storage::{ChatMessage, PageCursor, PageRequest, StoreError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -377,8 +376,7 @@ pub(super) fn prepare_login(
     let new_session_id = Uuid::new_v4().simple().to_string();
     let issued = auth::issue_key(account, &new_session_id)
         .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "no randomness for a key"))?;
-    let expires_at_ms = now_unix_ms()
-        .saturating_add(u64::try_from(edge.limits.key_ttl.as_millis()).unwrap_or(u64::MAX));
+    let expires_at_ms = edge.key_expiry_unix_ms();
     let opening = SessionOpening {
         new_session_id,
         device,
@@ -646,8 +644,7 @@ async fn authed(
         "session.refresh" => {
             let issued = auth::issue_key(&key.account, &key.session_id)
                 .map_err(|_| ErrorBody::new(ErrorCode::Unavailable, "no randomness for a key"))?;
-            let expires_at_ms = now_unix_ms()
-                .saturating_add(u64::try_from(edge.limits.key_ttl.as_millis()).unwrap_or(u64::MAX));
+            let expires_at_ms = edge.key_expiry_unix_ms();
             let new_key = KeyRecord {
                 hash: issued.secret_hash,
                 expires_at_unix_ms: expires_at_ms,
@@ -962,7 +959,7 @@ async fn send_message(edge: &Edge, key: &ParsedKey, request: MessageSendRequest)
             edge.limits.max_message_bytes
         )));
     }
-    let sent_at_ms = now_unix_ms();
+    let sent_at_ms = edge.clock().now_unix_ms();
     let op = SessionOp::SendMessage {
         to: to.clone(),
         message_id: message_id.to_string(),

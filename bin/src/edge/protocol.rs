@@ -773,6 +773,27 @@ pub struct WireCertification {
     pub window_end_ms: u64,
     /// When it was decided.
     pub decided_at_ms: u64,
+    /// What both monitors measured over the window.
+    pub figures: WireWindowFigures,
+}
+
+/// What both monitors measured over a certification window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireWindowFigures {
+    /// Client logins from the venue's segments.
+    pub client_logins: u64,
+    /// Distinct accounts among them (summed over segments: an upper bound).
+    pub distinct_accounts: u64,
+    /// Most clients online at once (summed over segments: an upper bound).
+    pub peak_concurrent_clients: u64,
+    /// Client online time.
+    pub client_online_ms: u64,
+    /// The gateway's own online time.
+    pub gateway_online_ms: u64,
+    /// Days on which the gateway was online at all.
+    pub gateway_days_online: u32,
+    /// The window's length.
+    pub window_days: u32,
 }
 
 /// Reply to `gateway.status`, and part of the `gateway.login` reply.

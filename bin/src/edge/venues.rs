@@ -13,7 +13,6 @@ use lanmesh_actors::entities::segment::{ClientEvent, SegmentRequest};
 use lanmesh_actors::entities::segment_directory::{DirectoryReply, DirectoryRequest};
 use lanmesh_actors::model::entity_kind::{EntityKind, SEGMENT_DIRECTORY_ID};
 use lanmesh_actors::model::segment::{Segment, SegmentIndex};
-use lanmesh_bus::envelope::now_unix_ms;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
@@ -35,6 +34,19 @@ impl VenueIndex {
             .1
             .lookup(address)
             .map(|(segment, _gateway_id)| *segment)
+    }
+
+    /// Every gateway holding a segment.
+    pub fn gateway_ids(&self) -> std::collections::BTreeSet<String> {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        current
+            .1
+            .iter()
+            .map(|(_segment, gateway_id)| gateway_id.clone())
+            .collect()
     }
 
     fn revision(&self) -> u64 {
@@ -98,6 +110,11 @@ impl Edge {
         }
     }
 
+    /// Every gateway holding a segment, as this node's index knows them.
+    pub fn venue_gateway_ids(&self) -> std::collections::BTreeSet<String> {
+        self.venues.gateway_ids()
+    }
+
     /// Tells the segment holding `address` (if any) what a client did there.
     pub async fn tell_segment(&self, account: &str, address: IpAddr, event: ClientEvent) {
         let Some(segment) = self.venues.segment_of(address) else {
@@ -107,7 +124,7 @@ impl Edge {
             account: account.to_owned(),
             address,
             event,
-            at_unix_ms: i64::try_from(now_unix_ms()).unwrap_or(i64::MAX),
+            at_unix_ms: i64::try_from(self.deps.clock.now_unix_ms()).unwrap_or(i64::MAX),
         };
         self.tell_entity(EntityKind::Segment, &segment.to_string(), &request)
             .await;

@@ -15,6 +15,9 @@
 //! - `GET  /api/v1/segment-figures?segment=CIDR&from_ms=..&to_ms=..`: the first monitor's
 //!   figures of one segment over a window.
 //!
+//! - `GET  /api/v1/clock`: this node's domain clock;
+//! - `POST /api/v1/clock/advance`: move it forward (`clock.allow_simulation` nodes only).
+//!
 //! Changes go to the entities concerned, which record an audit event for each.
 
 use crate::config::SecretText;
@@ -24,6 +27,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+pub mod clock;
 mod partners;
 mod venues;
 
@@ -147,5 +151,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route(
             "/api/v1/segment-figures",
             web::get().to(venues::get_segment_figures),
+        )
+        .route("/api/v1/clock", web::get().to(clock::get_clock))
+        .route(
+            "/api/v1/clock/advance",
+            web::post().to(clock::advance_clock),
         );
 }

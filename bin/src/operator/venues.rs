@@ -4,6 +4,7 @@
 
 use super::{OperatorAuth, bad_request, error_response, unavailable, unexpected_reply};
 use crate::edge::Edge;
+use crate::edge::certification_sweep::client_figures;
 use crate::edge::gateway_ops::wire_certification;
 use crate::edge::gateway_ops::wire_gateway;
 use crate::edge::protocol::GatewayStatusReply;
@@ -13,7 +14,7 @@ use lanmesh_actors::entities::certification_policy::{PolicyReply, PolicyRequest}
 use lanmesh_actors::entities::gateway::{GatewayReply, GatewayRequest, GatewayStatusView};
 use lanmesh_actors::model::certification::{CertificationPolicy, MAX_WINDOW_DAYS};
 use lanmesh_actors::model::entity_kind::{CERTIFICATION_POLICY_ID, EntityKind};
-use lanmesh_actors::model::gateway::{ClientFigures, DAY_MS, GatewayError, is_whole_days};
+use lanmesh_actors::model::gateway::{DAY_MS, GatewayError, is_whole_days};
 use lanmesh_actors::model::policy_registry::PolicyChangeError;
 use lanmesh_actors::model::segment::Segment;
 use lanmesh_storage::{PresenceSampleStore, StoreError};
@@ -28,6 +29,17 @@ pub struct GatewayView {
     pub gateway: GatewayStatusReply,
     /// Whether the gateway is logged in now.
     pub online: bool,
+    /// The second monitor: the gateway's online time per UTC day, oldest first.
+    pub uptime_by_day: Vec<DayUptime>,
+}
+
+/// A gateway's online time on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayUptime {
+    /// The day's start, Unix milliseconds (a UTC midnight).
+    pub day_start_ms: u64,
+    /// Online time that day.
+    pub online_ms: u64,
 }
 
 pub(super) async fn get_gateway(
@@ -44,6 +56,14 @@ pub(super) async fn get_gateway(
         Ok(view) => HttpResponse::Ok().json(GatewayView {
             gateway: wire_gateway(&gateway_id, &view),
             online: view.online,
+            uptime_by_day: view
+                .online_ms_by_day
+                .iter()
+                .map(|(day, online_ms)| DayUptime {
+                    day_start_ms: day.saturating_mul(DAY_MS),
+                    online_ms: *online_ms,
+                })
+                .collect(),
         }),
         Err(response) => response,
     }
@@ -213,27 +233,6 @@ pub(super) struct CertifyBody {
     /// The window's end (start of a UTC day); default: `from_ms` plus the policy's window.
     #[serde(default)]
     to_ms: Option<u64>,
-}
-
-/// The first monitor's figures over `[from, to)`, summed over `segments`.
-async fn client_figures(
-    presence: &dyn PresenceSampleStore,
-    segments: &[String],
-    from_ms: u64,
-    to_ms: u64,
-) -> Result<ClientFigures, StoreError> {
-    let as_i64 = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
-    let mut total = ClientFigures::default();
-    for segment in segments {
-        let figures = presence
-            .window_figures(segment, as_i64(from_ms), as_i64(to_ms))
-            .await?;
-        total.logins += figures.n_logins;
-        total.distinct_accounts += figures.n_distinct_accounts;
-        total.peak_concurrent += figures.peak_concurrent;
-        total.online_ms += figures.online_ms;
-    }
-    Ok(total)
 }
 
 /// `POST /api/v1/gateways/{gateway_id}/certify`: evaluates the gateway now under the policy in

@@ -342,3 +342,91 @@ fn certify_evaluates_both_monitors_over_whole_days() {
     assert_eq!(state.status, GatewayStatus::Certified);
     assert_eq!(state.window_start_unix_ms, DAY_10 + DAY_MS);
 }
+
+/// A two-day policy passing on two client logins.
+fn two_day_policy() -> CertificationPolicy {
+    use crate::model::certification::{Condition, Metric, Tier};
+    CertificationPolicy {
+        version: 1,
+        window_days: 2,
+        pass: Condition::at_least(Metric::ClientLogins, 2),
+        tiers: vec![Tier {
+            name: "bronze".to_owned(),
+            condition: Condition::at_least(Metric::ClientLogins, 2),
+            permissions: BTreeSet::from(["campaigns".to_owned()]),
+        }],
+    }
+}
+
+fn client_logins(logins: u64) -> ClientFigures {
+    ClientFigures {
+        logins,
+        ..ClientFigures::default()
+    }
+}
+
+#[test]
+fn a_window_is_certified_once_at_its_end_and_never_early_or_twice() {
+    let policy = two_day_policy();
+    // Registered mid-day 9: the window is days 10 and 11.
+    let mut state = registered(DAY_10 - 5 * HOUR_MS);
+    assert_eq!(state.window_due_unix_ms(2), Some(DAY_10 + 2 * DAY_MS));
+    let not_due = |state: &GatewayState| GatewayError::WindowNotDue {
+        window_start_unix_ms: state.window_start_unix_ms,
+        status: state.status,
+    };
+    // One millisecond early: nothing happens.
+    let early =
+        state.certify_window_end(&policy, client_logins(5), DAY_10, DAY_10 + 2 * DAY_MS - 1);
+    assert_eq!(early.unwrap_err(), not_due(&state));
+    assert!(state.history.is_empty());
+    // A window that is not the current one: nothing happens.
+    let other = state.certify_window_end(
+        &policy,
+        client_logins(5),
+        DAY_10 - DAY_MS,
+        DAY_10 + 9 * DAY_MS,
+    );
+    assert_eq!(other.unwrap_err(), not_due(&state));
+    // At the end: certified over exactly the window, and the next window starts.
+    let (record, _) = state
+        .certify_window_end(&policy, client_logins(5), DAY_10, DAY_10 + 2 * DAY_MS)
+        .unwrap();
+    assert_eq!(
+        (record.window_start_unix_ms, record.window_end_unix_ms),
+        (DAY_10, DAY_10 + 2 * DAY_MS)
+    );
+    assert_eq!(record.figures.window_days, 2);
+    assert_eq!(state.status, GatewayStatus::Certified);
+    // The same request again (a second sweep, a redelivery) decides nothing more.
+    let again = state.certify_window_end(&policy, client_logins(5), DAY_10, DAY_10 + 3 * DAY_MS);
+    assert_eq!(again.unwrap_err(), not_due(&state));
+    assert_eq!(state.history.len(), 1);
+    // The next window is certified at its own end: activity fell, so it is rejected, and a
+    // rejected gateway waits for an amendment rather than being swept again.
+    assert_eq!(state.window_due_unix_ms(2), Some(DAY_10 + 4 * DAY_MS));
+    let (record, _) = state
+        .certify_window_end(
+            &policy,
+            client_logins(1),
+            DAY_10 + 2 * DAY_MS,
+            DAY_10 + 5 * DAY_MS,
+        )
+        .unwrap();
+    assert_eq!(record.window_end_unix_ms, DAY_10 + 4 * DAY_MS);
+    assert_eq!(state.status, GatewayStatus::Rejected);
+    assert_eq!(state.window_due_unix_ms(2), None);
+    let rejected_again = state.certify_window_end(
+        &policy,
+        client_logins(9),
+        DAY_10 + 4 * DAY_MS,
+        DAY_10 + 9 * DAY_MS,
+    );
+    assert_eq!(rejected_again.unwrap_err(), not_due(&state));
+    // An amendment starts a new window, due again.
+    state
+        .amend(registration("Cafe"), DAY_10 + 9 * DAY_MS + HOUR_MS)
+        .unwrap();
+    assert_eq!(state.window_due_unix_ms(2), Some(DAY_10 + 12 * DAY_MS));
+    assert_eq!(GatewayState::default().window_due_unix_ms(2), None);
+}
