@@ -1,8 +1,10 @@
 //! Pure domain types: no I/O, no async, no clocks (callers pass `now`).
 
 pub mod certification;
+pub mod claim_book;
 pub mod entity_kind;
 pub mod gateway;
+pub mod ledger;
 pub mod partner;
 pub mod policy_registry;
 pub mod probe;
