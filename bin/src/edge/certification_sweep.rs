@@ -9,6 +9,7 @@
 //! remembers when each gateway is next due and asks it nothing before then.
 
 use crate::edge::Edge;
+use crate::edge::gateway_ops::inspect_gateway;
 use lanmesh_actors::entities::certification_policy::{PolicyReply, PolicyRequest};
 use lanmesh_actors::entities::gateway::{GatewayReply, GatewayRequest};
 use lanmesh_actors::model::certification::{CertificationOutcome, CertificationPolicy};
@@ -158,17 +159,9 @@ impl Sweep {
         gateway_id: &str,
         now: u64,
     ) -> Result<u64, String> {
-        let view = match edge
-            .ask_entity(
-                EntityKind::Gateway,
-                gateway_id,
-                &GatewayRequest::Inspect,
-                None,
-            )
-            .await
-        {
-            Ok(GatewayReply::Status(view)) => view,
-            Ok(other) => return Err(format!("unexpected answer {other:?}")),
+        let view = match inspect_gateway(edge, gateway_id).await {
+            Ok(Ok(view)) => view,
+            Ok(Err(refusal)) => return Err(format!("refused: {refusal:?}")),
             Err(error) => return Err(error.message),
         };
         if view.status == GatewayStatus::Rejected {

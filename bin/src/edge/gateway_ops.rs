@@ -178,6 +178,26 @@ async fn ask_gateway(
     }
 }
 
+/// A gateway's state as its entity tells it, or the entity's refusal (no such gateway).
+pub async fn inspect_gateway(
+    edge: &Edge,
+    gateway_id: &str,
+) -> Result<Result<GatewayStatusView, GatewayError>, ErrorBody> {
+    match edge
+        .ask_entity(
+            EntityKind::Gateway,
+            gateway_id,
+            &GatewayRequest::Inspect,
+            None,
+        )
+        .await?
+    {
+        GatewayReply::Status(view) => Ok(Ok(view)),
+        GatewayReply::Refused(error) => Ok(Err(error)),
+        other => Err(unexpected_gateway(&other)),
+    }
+}
+
 fn unexpected_gateway(reply: &GatewayReply) -> ErrorBody {
     tracing::error!(reply = ?reply, "unexpected answer from a gateway entity");
     ErrorBody::new(ErrorCode::Unavailable, "unexpected answer from the service")

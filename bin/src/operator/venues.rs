@@ -71,22 +71,14 @@ pub(super) async fn get_gateway(
 
 /// A gateway's state, or the operator's answer when there is none.
 async fn inspect_gateway(edge: &Edge, gateway_id: &str) -> Result<GatewayStatusView, HttpResponse> {
-    match edge
-        .ask_entity(
-            EntityKind::Gateway,
-            gateway_id,
-            &GatewayRequest::Inspect,
-            None,
-        )
-        .await
-    {
-        Ok(GatewayReply::Status(view)) => Ok(view),
-        Ok(GatewayReply::Refused(GatewayError::NotRegistered)) => Err(error_response(
+    match crate::edge::gateway_ops::inspect_gateway(edge, gateway_id).await {
+        Ok(Ok(view)) => Ok(view),
+        Ok(Err(GatewayError::NotRegistered)) => Err(error_response(
             StatusCode::NOT_FOUND,
             "unknown_gateway",
             &format!("no gateway {gateway_id:?} is registered"),
         )),
-        Ok(other) => Err(unexpected_reply("gateway", &other)),
+        Ok(Err(other)) => Err(unexpected_reply("gateway", &other)),
         Err(error) => Err(unavailable(&error)),
     }
 }
