@@ -111,6 +111,19 @@ pub enum StoreError {
         message_id: Uuid,
     },
 
+    /// A ledger journal sequence that is already stored with a different time or body. Nothing
+    /// of the refused batch was stored.
+    #[error(
+        "journal sequence {sequence} of ledger {ledger_id:?} is already stored with a different \
+         time or body"
+    )]
+    JournalConflict {
+        /// The ledger.
+        ledger_id: String,
+        /// The sequence stored with other content.
+        sequence: u64,
+    },
+
     /// The configuration cannot be used.
     #[error(transparent)]
     InvalidConfig(#[from] ConfigError),
@@ -284,6 +297,10 @@ mod tests {
             StoreError::MessageIdReused {
                 message_id: Uuid::nil(),
             },
+            StoreError::JournalConflict {
+                ledger_id: "campaign-1/gateway-2".to_owned(),
+                sequence: 7,
+            },
         ];
         for error in errors {
             let message = error.to_string();
@@ -307,6 +324,15 @@ mod tests {
             .to_string(),
             "message id 00000000-0000-0000-0000-000000000000 was already used for a different \
              message"
+        );
+        assert_eq!(
+            StoreError::JournalConflict {
+                ledger_id: "campaign-1/gateway-2".to_owned(),
+                sequence: 7,
+            }
+            .to_string(),
+            "journal sequence 7 of ledger \"campaign-1/gateway-2\" is already stored with a \
+             different time or body"
         );
     }
 }

@@ -8,6 +8,7 @@ use crate::audit::AuditStore;
 use crate::config::{BackendKind, StorageConfig};
 use crate::entity_state::EntityStateStore;
 use crate::error::StoreError;
+use crate::ledger_journal::LedgerJournalStore;
 use crate::messages::MessageStore;
 use crate::presence::PresenceSampleStore;
 use crate::scylladb::ScyllaStore;
@@ -26,20 +27,28 @@ pub struct Stores {
     pub audit: Arc<dyn AuditStore>,
     /// One-to-one chat messages.
     pub messages: Arc<dyn MessageStore>,
+    /// The journals of quota ledgers.
+    pub ledger_journal: Arc<dyn LedgerJournalStore>,
 }
 
 impl Stores {
     /// Bundles one backend implementing every area.
     pub fn from_backend<Backend>(backend_kind: BackendKind, backend: Arc<Backend>) -> Self
     where
-        Backend: EntityStateStore + PresenceSampleStore + AuditStore + MessageStore + 'static,
+        Backend: EntityStateStore
+            + PresenceSampleStore
+            + AuditStore
+            + MessageStore
+            + LedgerJournalStore
+            + 'static,
     {
         Self {
             backend: backend_kind,
             entity_state: Arc::clone(&backend) as Arc<dyn EntityStateStore>,
             presence: Arc::clone(&backend) as Arc<dyn PresenceSampleStore>,
             audit: Arc::clone(&backend) as Arc<dyn AuditStore>,
-            messages: backend as Arc<dyn MessageStore>,
+            messages: Arc::clone(&backend) as Arc<dyn MessageStore>,
+            ledger_journal: backend as Arc<dyn LedgerJournalStore>,
         }
     }
 }

@@ -8,12 +8,16 @@
 //!   compaction and a TTL; audit events in `((entity kind, entity id, month), at, event_id)`;
 //!   chat messages in `((conversation, month), sent_at DESC, message_id DESC)`, each id first
 //!   claimed with `INSERT ... IF NOT EXISTS` in `chat_message_by_id` (rare conflicts, so the
-//!   lightweight transaction per message is affordable).
+//!   lightweight transaction per message is affordable); ledger journals in `((ledger_id),
+//!   sequence)`, appended with conditional batches of `INSERT ... IF NOT EXISTS` (one
+//!   lightweight transaction per batch of up to 100 records; see `ledger_journal.rs` for what is
+//!   atomic and how retries converge).
 //! * The schema is `ops/scylla/schema.cql`, applied at start when `apply_schema` is set.
 //! * No counters (they are not idempotent).
 
 mod audit;
 mod entity_state;
+mod ledger_journal;
 mod messages;
 mod presence;
 mod schema;

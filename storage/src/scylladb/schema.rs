@@ -73,7 +73,7 @@ mod tests {
             ..ScyllaConfig::default()
         };
         let statements = render_schema(&config);
-        assert_eq!(statements.len(), 8, "{statements:#?}");
+        assert_eq!(statements.len(), 9, "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS lanmesh_test"));
         assert!(statements[0].contains("'replication_factor': 1}"));
         for statement in &statements[1..] {

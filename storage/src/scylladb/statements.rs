@@ -9,6 +9,8 @@ use crate::scylladb::scylla_error;
 
 /// Rows per page of paged reads.
 const PAGE_SIZE: i32 = 5000;
+/// Rows per page of reads returning journal bodies (up to 64 KiB each).
+const JOURNAL_PAGE_SIZE: i32 = 256;
 
 /// Every statement the backend runs, prepared once per store.
 pub(crate) struct Statements {
@@ -30,6 +32,11 @@ pub(crate) struct Statements {
     pub(crate) insert_conversation_message: PreparedStatement,
     pub(crate) select_conversation_messages: PreparedStatement,
     pub(crate) select_conversation_messages_before: PreparedStatement,
+    pub(crate) insert_journal_record_if_absent: PreparedStatement,
+    pub(crate) select_journal_records_in: PreparedStatement,
+    pub(crate) select_journal_records_in_serial: PreparedStatement,
+    pub(crate) select_journal_records_after: PreparedStatement,
+    pub(crate) select_journal_last_sequence: PreparedStatement,
 }
 
 impl Statements {
@@ -202,6 +209,45 @@ impl Statements {
         )
         .await?;
 
+        // Appending to a journal is conditional, hence not idempotent: a blind retry of an
+        // applied batch would find its own rows. Not-applied and ambiguous outcomes are resolved
+        // by reading the sequences back instead.
+        let insert_journal_record_if_absent = prepare(
+            format!(
+                "INSERT INTO {keyspace}.ledger_journal (ledger_id, sequence, at, body) \
+                 VALUES (?, ?, ?, ?) IF NOT EXISTS"
+            ),
+            false,
+        )
+        .await?;
+        let select_journal_records_in_text = format!(
+            "SELECT sequence, at, body FROM {keyspace}.ledger_journal \
+             WHERE ledger_id = ? AND sequence IN ?"
+        );
+        let select_journal_records_in =
+            prepare(select_journal_records_in_text.clone(), true).await?;
+        let mut select_journal_records_in_serial =
+            prepare(select_journal_records_in_text, true).await?;
+        // A serial read completes any in-flight lightweight transaction on the partition first.
+        select_journal_records_in_serial.set_consistency(Consistency::LocalSerial);
+        let mut select_journal_records_after = prepare(
+            format!(
+                "SELECT sequence, at, body FROM {keyspace}.ledger_journal \
+                 WHERE ledger_id = ? AND sequence > ? LIMIT ?"
+            ),
+            true,
+        )
+        .await?;
+        select_journal_records_after.set_page_size(JOURNAL_PAGE_SIZE);
+        let select_journal_last_sequence = prepare(
+            format!(
+                "SELECT sequence FROM {keyspace}.ledger_journal \
+                 WHERE ledger_id = ? ORDER BY sequence DESC LIMIT 1"
+            ),
+            true,
+        )
+        .await?;
+
         Ok(Self {
             load_state,
             load_state_serial,
@@ -221,6 +267,11 @@ impl Statements {
             insert_conversation_message,
             select_conversation_messages,
             select_conversation_messages_before,
+            insert_journal_record_if_absent,
+            select_journal_records_in,
+            select_journal_records_in_serial,
+            select_journal_records_after,
+            select_journal_last_sequence,
         })
     }
 }

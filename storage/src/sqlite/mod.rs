@@ -1,11 +1,13 @@
 //! SQLite backend: one file, WAL, a grouping writer thread, pooled readers.
 //!
-//! * Every write (samples, audit events, chat messages, compare-and-set) goes through the
-//!   store's single writer thread (`writer.rs`; one per opened store, and a node opens one),
-//!   which groups concurrent requests into one `BEGIN IMMEDIATE` transaction with
-//!   `synchronous=FULL` and acknowledges each only after the commit.
-//! * Compare-and-set and the message-id check of a chat message append read and write inside
-//!   that immediate transaction, so they are correct across processes too.
+//! * Every write (samples, audit events, chat messages, ledger journal records,
+//!   compare-and-set) goes through the store's single writer thread (`writer.rs`; one per
+//!   opened store, and a node opens one), which groups concurrent requests into one
+//!   `BEGIN IMMEDIATE` transaction with `synchronous=FULL` (checked when the writer starts) and
+//!   acknowledges each only after the commit.
+//! * Compare-and-set, the message-id check of a chat message append and the sequence check of
+//!   a journal append read and write inside that immediate transaction, so they are correct
+//!   across processes too.
 //! * Compare-and-set reads and writes the row inside that immediate transaction, which holds
 //!   SQLite's write lock, so it is correct across processes sharing the file (each waits up to
 //!   `busy_timeout_ms` for the others).
@@ -14,6 +16,7 @@
 
 mod connection;
 mod errors;
+mod ledger_journal;
 mod messages;
 mod read_pool;
 mod schema;

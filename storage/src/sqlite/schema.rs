@@ -73,10 +73,26 @@ const MIGRATIONS: &[Migration] = &[
             ON chat_message (conversation, sent_at_unix_ms DESC, message_id DESC);
     ",
     },
+    // Ledger journals: append-only, one row per (ledger, sequence), never updated or deleted.
+    // The primary key clusters each ledger's entries in sequence order, so a replay and the
+    // last sequence are range reads of the key. Bodies are opaque MessagePack, usually small
+    // (at most `ledger_journal::MAX_JOURNAL_BODY_BYTES`).
+    Migration {
+        version: 3,
+        sql: "
+        CREATE TABLE ledger_journal (
+            ledger_id TEXT NOT NULL,
+            sequence INTEGER NOT NULL CHECK (sequence > 0),
+            at_unix_ms INTEGER NOT NULL,
+            body BLOB NOT NULL,
+            PRIMARY KEY (ledger_id, sequence)
+        ) WITHOUT ROWID;
+    ",
+    },
 ];
 
 /// Newest schema version this code knows.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// What [`prepare_database`] found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +209,36 @@ pub(crate) fn prepare_database(
     })
 }
 
+/// Builds, on a new database, the schema the code of schema `version` created: the
+/// application id, `schema_version` and the migrations up to `version`, as that code would
+/// have applied them (before WAL, which does not change the schema). For migration tests.
+#[cfg(test)]
+pub(crate) fn create_database_at_version(connection: &Connection, version: i64) {
+    connection
+        .pragma_update(None, "application_id", APPLICATION_ID)
+        .unwrap();
+    connection
+        .execute_batch(
+            "CREATE TABLE schema_version (
+                version INTEGER NOT NULL PRIMARY KEY,
+                applied_at_unix_ms INTEGER NOT NULL
+            )",
+        )
+        .unwrap();
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|migration| migration.version <= version)
+    {
+        connection.execute_batch(migration.sql).unwrap();
+        connection
+            .execute(
+                "INSERT INTO schema_version (version, applied_at_unix_ms) VALUES (?1, 0)",
+                params![migration.version],
+            )
+            .unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +306,63 @@ mod tests {
             .query_row("SELECT count(*) FROM chat_message", [], |row| row.get(0))
             .unwrap();
         assert_eq!(n_messages, 0);
+    }
+
+    #[test]
+    fn version_2_database_is_migrated_keeping_its_rows() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("v2.db");
+        let mut connection = Connection::open(&path).unwrap();
+        create_database_at_version(&connection, 2);
+        connection
+            .execute(
+                "INSERT INTO chat_message \
+                 (message_id, conversation, sender, recipient, text, sent_at_unix_ms) \
+                 VALUES (x'00000000000000000000000000000001', 'a\u{1f}b', 'a', 'b', 'hi', 1)",
+                [],
+            )
+            .unwrap();
+        let has_journal = |connection: &Connection| {
+            connection
+                .query_row(
+                    "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'ledger_journal'",
+                    [],
+                    |_| Ok(()),
+                )
+                .optional()
+                .unwrap()
+                .is_some()
+        };
+        assert!(!has_journal(&connection));
+
+        let report = prepare_database(&mut connection, &path).unwrap();
+        assert_eq!(report.found_version, 2);
+        assert_eq!(report.current_version, SCHEMA_VERSION);
+        assert!(has_journal(&connection));
+        let versions: Vec<i64> = connection
+            .prepare("SELECT version FROM schema_version ORDER BY version")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+        let n_messages: i64 = connection
+            .query_row("SELECT count(*) FROM chat_message", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(n_messages, 1);
+        let n_entries: i64 = connection
+            .query_row("SELECT count(*) FROM ledger_journal", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(n_entries, 0);
+        // The journal table refuses what the store never writes.
+        let error = connection
+            .execute(
+                "INSERT INTO ledger_journal (ledger_id, sequence, at_unix_ms, body) \
+                 VALUES ('l', 0, 0, x'')",
+                [],
+            )
+            .unwrap_err();
+        assert!(error.to_string().contains("CHECK"), "{error}");
     }
 }

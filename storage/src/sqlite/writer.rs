@@ -20,13 +20,17 @@ use tracing::{debug, warn};
 use crate::audit::AuditEvent;
 use crate::entity_state::{EntityKey, StateVersion, StoredEntityState};
 use crate::error::StoreError;
+use crate::ledger_journal::JournalRecord;
 use crate::messages::{ChatMessage, conversation_key};
 use crate::presence::PresenceSample;
-use crate::sqlite::errors::map_sqlite_error;
+use crate::sqlite::errors::{map_sqlite_error, sqlite_error};
+use crate::sqlite::ledger_journal::insert_journal_records;
 
+/// `PRAGMA synchronous` value of `FULL`: every commit syncs the WAL before it returns.
+const SYNCHRONOUS_FULL: i64 = 2;
 /// Requests waiting for the writer before senders have to wait.
 const QUEUE_CAPACITY: usize = 1024;
-/// Rows (samples, audit events, messages, saves) above which the writer stops adding requests
+/// Rows (samples, audit events, messages, journal records, saves) above which the writer stops adding requests
 /// to a group.
 const MAX_GROUP_WEIGHT: usize = 20_000;
 
@@ -40,6 +44,12 @@ pub(crate) enum WriteCommand {
     /// Insert chat messages (validated, no repeated ids), skipping those already stored
     /// unchanged; refused as a whole if a stored id holds a different message.
     AppendMessages(Vec<ChatMessage>),
+    /// Insert journal records of one ledger (validated, strictly increasing), skipping those
+    /// already stored unchanged; refused as a whole if a stored sequence holds another record.
+    AppendJournal {
+        ledger_id: String,
+        records: Vec<JournalRecord>,
+    },
     /// Save entity state if the stored version is `expected_opt`.
     CompareAndSet {
         key: EntityKey,
@@ -54,6 +64,7 @@ impl WriteCommand {
             Self::AppendSamples(samples) => samples.len(),
             Self::AppendAudit(events) => events.len(),
             Self::AppendMessages(messages) => messages.len(),
+            Self::AppendJournal { records, .. } => records.len(),
             Self::CompareAndSet { .. } => 1,
         }
     }
@@ -82,7 +93,7 @@ pub struct WriterStats {
     pub n_committed_transactions: u64,
     /// Write requests answered from a committed transaction (including lost compare-and-sets).
     pub n_committed_requests: u64,
-    /// Rows (samples, audit events, messages, saves) committed.
+    /// Rows (samples, audit events, messages, journal records, saves) committed.
     pub n_committed_rows: u64,
 }
 
@@ -107,8 +118,22 @@ pub(crate) struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Starts the writer thread on an already prepared connection.
+    /// Starts the writer thread on an already prepared connection, which must commit with
+    /// `synchronous=FULL` (acknowledged writes, the ledger journal's above all, must survive a
+    /// power loss); a connection that does not is refused.
     pub(crate) fn start(connection: Connection, path: &Path) -> Result<Self, StoreError> {
+        let synchronous: i64 = connection
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .map_err(sqlite_error(path, "read synchronous"))?;
+        if synchronous != SYNCHRONOUS_FULL {
+            return Err(StoreError::CannotOpen {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "the writer connection has synchronous={synchronous}, but acknowledged \
+                     writes need synchronous=FULL ({SYNCHRONOUS_FULL})"
+                ),
+            });
+        }
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let counters = Arc::new(WriterCounters::default());
         let thread = WriterThread {
@@ -318,6 +343,9 @@ fn execute_command(
             Ok(Ok(()))
         }
         WriteCommand::AppendMessages(messages) => insert_messages(connection, messages),
+        WriteCommand::AppendJournal { ledger_id, records } => {
+            insert_journal_records(connection, ledger_id, records)
+        }
         WriteCommand::CompareAndSet {
             key,
             expected_opt,
@@ -460,4 +488,39 @@ fn compare_and_set(
             new.state,
         ])?;
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SqliteConfig;
+    use crate::sqlite::connection::{ConnectionRole, open_connection};
+
+    #[tokio::test]
+    async fn writer_commits_with_synchronous_full_and_refuses_less() {
+        let directory = tempfile::tempdir().unwrap();
+        let config = SqliteConfig {
+            path: directory.path().join("sync.db"),
+            ..SqliteConfig::default()
+        };
+        let connection = open_connection(&config, ConnectionRole::Writer).unwrap();
+        let synchronous: i64 = connection
+            .pragma_query_value(None, "synchronous", |row| row.get(0))
+            .unwrap();
+        assert_eq!(synchronous, SYNCHRONOUS_FULL);
+        let writer = WriterHandle::start(connection, &config.path).unwrap();
+        writer.close().await;
+
+        let relaxed = open_connection(&config, ConnectionRole::Writer).unwrap();
+        relaxed
+            .pragma_update(None, "synchronous", "NORMAL")
+            .unwrap();
+        match WriterHandle::start(relaxed, &config.path) {
+            Err(StoreError::CannotOpen { reason, .. }) => {
+                assert!(reason.contains("synchronous=FULL"), "{reason}");
+            }
+            Err(other) => panic!("expected cannot open, got {other:?}"),
+            Ok(_) => panic!("a writer without synchronous=FULL was started"),
+        }
+    }
 }

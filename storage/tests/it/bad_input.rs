@@ -179,7 +179,7 @@ async fn newer_schema_version_is_refused() {
             error,
             StoreError::SchemaTooNew {
                 found: 999,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ),

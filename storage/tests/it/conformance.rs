@@ -6,9 +6,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use lanmesh_storage::{
-    AuditEvent, ChatMessage, EntityKey, MAX_MESSAGE_TEXT_BYTES, MAX_PAGE_LIMIT, PageCursor,
-    PageRequest, PresenceEvent, PresenceSample, SegmentWindowFigures, StateVersion, StoreError,
-    StoredEntityState, Stores,
+    AuditEvent, ChatMessage, EntityKey, JournalRecord, MAX_JOURNAL_BATCH_RECORDS,
+    MAX_JOURNAL_BODY_BYTES, MAX_JOURNAL_READ_LIMIT, MAX_LEDGER_ID_BYTES, MAX_MESSAGE_TEXT_BYTES,
+    MAX_PAGE_LIMIT, PageCursor, PageRequest, PresenceEvent, PresenceSample, SegmentWindowFigures,
+    StateVersion, StoreError, StoredEntityState, Stores,
 };
 use tokio::sync::Barrier;
 use uuid::Uuid;
@@ -50,6 +51,15 @@ macro_rules! storage_conformance_suite {
                 messages_append_is_idempotent,
                 messages_reused_id_refuses_the_whole_batch,
                 messages_invalid_inputs_are_typed_errors,
+                ledger_journal_append_then_replay_in_pages,
+                ledger_journal_identical_reappend_is_stored_once,
+                ledger_journal_conflict_refuses_the_whole_batch,
+                ledger_journal_largest_batch_is_all_or_nothing,
+                ledger_journal_invalid_inputs_are_typed_errors,
+                ledger_journal_last_sequence_follows_appends,
+                ledger_journal_ledgers_are_independent,
+                ledger_journal_concurrent_identical_appends_converge,
+                ledger_journal_random_appends_match_a_model,
             ]
         );
     };
@@ -186,6 +196,69 @@ async fn all_message_pages(
         }
         assert!(pages.len() < 1000, "paging does not terminate");
     }
+}
+
+/// A journal record whose time and body derive from its sequence and `tag`.
+fn journal_record(sequence: u64, tag: &str) -> JournalRecord {
+    JournalRecord {
+        sequence,
+        at_unix_ms: BASE_UNIX_MS + i64::try_from(sequence % 1_000_000_000).unwrap(),
+        body: format!("{tag}-{sequence}").into_bytes(),
+    }
+}
+
+/// [`journal_record`] for each sequence.
+fn journal_records(sequences: impl IntoIterator<Item = u64>, tag: &str) -> Vec<JournalRecord> {
+    sequences
+        .into_iter()
+        .map(|sequence| journal_record(sequence, tag))
+        .collect()
+}
+
+/// Replays a journal from the start, `limit` records at a time, until a short page; returns
+/// every page. Each page must be ascending and follow the previous one.
+async fn replay_pages(stores: &Stores, ledger_id: &str, limit: u32) -> Vec<Vec<JournalRecord>> {
+    let mut pages = Vec::new();
+    let mut after_sequence = 0;
+    loop {
+        let page = stores
+            .ledger_journal
+            .read(ledger_id, after_sequence, limit)
+            .await
+            .unwrap();
+        assert!(page.len() <= limit as usize);
+        let mut previous = after_sequence;
+        for record in &page {
+            assert!(record.sequence > previous, "{ledger_id}: {page:?}");
+            previous = record.sequence;
+        }
+        let is_last = page.len() < limit as usize;
+        after_sequence = previous;
+        pages.push(page);
+        if is_last {
+            return pages;
+        }
+        assert!(pages.len() < 10_000, "replay does not terminate");
+    }
+}
+
+/// The whole journal of `ledger_id`.
+async fn replay(stores: &Stores, ledger_id: &str) -> Vec<JournalRecord> {
+    replay_pages(stores, ledger_id, MAX_JOURNAL_READ_LIMIT)
+        .await
+        .concat()
+}
+
+/// Asserts that `error` is a journal conflict on `sequence` of `ledger_id`.
+fn assert_journal_conflict(error: &StoreError, ledger_id: &str, sequence: u64) {
+    assert!(
+        matches!(
+            error,
+            StoreError::JournalConflict { ledger_id: conflict_ledger_id, sequence: conflict_sequence }
+                if conflict_ledger_id == ledger_id && *conflict_sequence == sequence
+        ),
+        "expected a conflict on {ledger_id} {sequence}, got {error:?}"
+    );
 }
 
 /// Order promised by the message store: newest first, then message id bytes descending.
@@ -1313,5 +1386,538 @@ mod cases {
                 "{account_a:?} {account_b:?}: {error:?}"
             );
         }
+    }
+
+    pub async fn ledger_journal_append_then_replay_in_pages(stores: &Stores) {
+        let ledger = "campaign-1/gateway-1";
+        let mut records = journal_records(1..=25, "entry");
+        // Every kind of body and time survives the round trip.
+        records[0].body = Vec::new();
+        records[1].body = (0..=255).collect();
+        records[2].at_unix_ms = -1;
+        records[3].at_unix_ms = i64::MIN;
+        records[4].at_unix_ms = i64::MAX;
+        records[6].body = vec![0xc1; MAX_JOURNAL_BODY_BYTES];
+        // Appended in two calls.
+        stores
+            .ledger_journal
+            .append(ledger, &records[..12])
+            .await
+            .unwrap();
+        stores
+            .ledger_journal
+            .append(ledger, &records[12..])
+            .await
+            .unwrap();
+
+        let pages = replay_pages(stores, ledger, 10).await;
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![10, 10, 5]
+        );
+        assert_eq!(pages.concat(), records);
+        // A full last page is followed by an empty one.
+        let pages = replay_pages(stores, ledger, 25).await;
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![25, 0]);
+        assert_eq!(replay(stores, ledger).await, records);
+
+        let read = |after_sequence: u64, limit: u32| {
+            let store = Arc::clone(&stores.ledger_journal);
+            async move { store.read(ledger, after_sequence, limit).await.unwrap() }
+        };
+        assert_eq!(read(7, 3).await, records[7..10].to_vec());
+        assert_eq!(read(24, 1).await, records[24..].to_vec());
+        assert_eq!(
+            read(24, MAX_JOURNAL_READ_LIMIT).await,
+            records[24..].to_vec()
+        );
+        for after_sequence in [25, 1_000, i64::MAX as u64 - 1, i64::MAX as u64, u64::MAX] {
+            assert!(
+                read(after_sequence, 10).await.is_empty(),
+                "{after_sequence}"
+            );
+        }
+        assert_eq!(
+            stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+            25
+        );
+    }
+
+    pub async fn ledger_journal_identical_reappend_is_stored_once(stores: &Stores) {
+        let ledger = "campaign-2/gateway-1";
+        let first = journal_records(1..=5, "entry");
+        stores.ledger_journal.append(ledger, &first).await.unwrap();
+        // The same batch again, an overlapping one, a superset and a single stored record.
+        stores.ledger_journal.append(ledger, &first).await.unwrap();
+        stores
+            .ledger_journal
+            .append(ledger, &journal_records(4..=8, "entry"))
+            .await
+            .unwrap();
+        stores
+            .ledger_journal
+            .append(ledger, &journal_records(1..=8, "entry"))
+            .await
+            .unwrap();
+        stores
+            .ledger_journal
+            .append(ledger, &journal_records([3], "entry"))
+            .await
+            .unwrap();
+        stores.ledger_journal.append(ledger, &[]).await.unwrap();
+        assert_eq!(
+            replay(stores, ledger).await,
+            journal_records(1..=8, "entry")
+        );
+        assert_eq!(
+            stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+            8
+        );
+    }
+
+    pub async fn ledger_journal_conflict_refuses_the_whole_batch(stores: &Stores) {
+        let ledger = "campaign-3/gateway-1";
+        stores
+            .ledger_journal
+            .append(ledger, &journal_records([1, 2, 3, 6], "stored"))
+            .await
+            .unwrap();
+        let changed_body = |sequence: u64| journal_record(sequence, "changed");
+        let changed_time = |sequence: u64| JournalRecord {
+            at_unix_ms: journal_record(sequence, "stored").at_unix_ms + 1,
+            ..journal_record(sequence, "stored")
+        };
+        let emptied = |sequence: u64| JournalRecord {
+            body: Vec::new(),
+            ..journal_record(sequence, "stored")
+        };
+        let new = |sequence: u64| journal_record(sequence, "new");
+        let cases: Vec<(Vec<JournalRecord>, u64)> = vec![
+            // The conflict after a new record, before one and alone.
+            (vec![changed_body(3), new(4)], 3),
+            (
+                vec![journal_record(2, "stored"), changed_time(3), new(4)],
+                3,
+            ),
+            (vec![emptied(1)], 1),
+            (vec![new(4), new(5), changed_body(6)], 6),
+            (vec![new(4), changed_time(6), new(7)], 6),
+            // The lowest conflicting sequence is named.
+            (vec![changed_body(2), changed_body(3)], 2),
+        ];
+        for (batch, conflicting_sequence) in cases {
+            let error = stores
+                .ledger_journal
+                .append(ledger, &batch)
+                .await
+                .unwrap_err();
+            assert_journal_conflict(&error, ledger, conflicting_sequence);
+        }
+        let error = stores
+            .ledger_journal
+            .append(ledger, &[changed_body(6)])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "journal sequence 6 of ledger \"campaign-3/gateway-1\" is already stored with a \
+             different time or body"
+        );
+
+        // Nothing of the refused batches was stored: not the new sequences 4, 5 and 7, not the
+        // changed ones.
+        assert_eq!(
+            replay(stores, ledger).await,
+            journal_records([1, 2, 3, 6], "stored")
+        );
+        assert_eq!(
+            stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+            6
+        );
+        // The refused batches' new records can still be appended unchanged.
+        stores
+            .ledger_journal
+            .append(
+                ledger,
+                &[new(4), new(5), journal_record(6, "stored"), new(7)],
+            )
+            .await
+            .unwrap();
+        let mut expected = journal_records([1, 2, 3], "stored");
+        expected.extend([new(4), new(5), journal_record(6, "stored"), new(7)]);
+        assert_eq!(replay(stores, ledger).await, expected);
+    }
+
+    pub async fn ledger_journal_largest_batch_is_all_or_nothing(stores: &Stores) {
+        let ledger = "campaign-4/gateway-1";
+        let max_batch = u64::try_from(MAX_JOURNAL_BATCH_RECORDS).unwrap();
+        let mut batch = journal_records(1..=max_batch, "bulk");
+        // A few largest bodies among small ones.
+        for index in [0, 1, 500, MAX_JOURNAL_BATCH_RECORDS - 1] {
+            batch[index].body = vec![u8::try_from(index % 251).unwrap(); MAX_JOURNAL_BODY_BYTES];
+        }
+        stores.ledger_journal.append(ledger, &batch).await.unwrap();
+        // A retry of the whole batch stores nothing new.
+        stores.ledger_journal.append(ledger, &batch).await.unwrap();
+
+        // The next largest batch, whose last sequence is already stored with another body:
+        // nothing of it is stored, not even the 1023 new records in front of the conflict.
+        let last_sequence = 2 * max_batch;
+        let stored_last = journal_record(last_sequence, "stored");
+        stores
+            .ledger_journal
+            .append(ledger, std::slice::from_ref(&stored_last))
+            .await
+            .unwrap();
+        let next_batch = journal_records(max_batch + 1..=last_sequence, "bulk");
+        let error = stores
+            .ledger_journal
+            .append(ledger, &next_batch)
+            .await
+            .unwrap_err();
+        assert_journal_conflict(&error, ledger, last_sequence);
+        assert_eq!(
+            stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+            last_sequence
+        );
+        let pages = replay_pages(stores, ledger, 300).await;
+        assert_eq!(
+            pages.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![300, 300, 300, 125]
+        );
+        let mut expected = batch;
+        expected.push(stored_last);
+        assert_eq!(pages.concat(), expected);
+    }
+
+    pub async fn ledger_journal_invalid_inputs_are_typed_errors(stores: &Stores) {
+        let ledger = "campaign-5/gateway-1";
+        let valid = journal_record(1, "valid");
+        let too_long_ledger = "x".repeat(MAX_LEDGER_ID_BYTES + 1);
+        let too_many = journal_records(
+            1..=u64::try_from(MAX_JOURNAL_BATCH_RECORDS).unwrap() + 1,
+            "many",
+        );
+        let cases: Vec<(&str, Vec<JournalRecord>, &str)> = vec![
+            ("", vec![valid.clone()], "ledger_id"),
+            ("", Vec::new(), "ledger_id"),
+            (&too_long_ledger, vec![valid.clone()], "ledger_id"),
+            (
+                ledger,
+                vec![valid.clone(), journal_record(0, "zero")],
+                "record.sequence",
+            ),
+            (ledger, vec![journal_record(0, "zero")], "record.sequence"),
+            (
+                ledger,
+                vec![valid.clone(), journal_record(1 << 63, "huge")],
+                "record.sequence",
+            ),
+            (
+                ledger,
+                vec![
+                    valid.clone(),
+                    JournalRecord {
+                        body: vec![0; MAX_JOURNAL_BODY_BYTES + 1],
+                        ..journal_record(2, "big")
+                    },
+                ],
+                "record.body",
+            ),
+            (ledger, too_many, "records"),
+            (
+                ledger,
+                vec![
+                    valid.clone(),
+                    journal_record(3, "x"),
+                    journal_record(2, "y"),
+                ],
+                "records",
+            ),
+            (ledger, vec![valid.clone(), valid.clone()], "records"),
+        ];
+        for (ledger_id, batch, expected_field) in cases {
+            let error = stores
+                .ledger_journal
+                .append(ledger_id, &batch)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StoreError::InvalidValue { field, .. } if field == expected_field),
+                "{expected_field}: {error:?}"
+            );
+        }
+        // Nothing of the refused batches was stored.
+        assert_eq!(
+            stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+            0
+        );
+        assert!(replay(stores, ledger).await.is_empty());
+
+        // The limits themselves are accepted: the longest id (multi-byte), the largest sequence.
+        let longest_ledger = "é".repeat(MAX_LEDGER_ID_BYTES / 2);
+        let boundaries = [valid.clone(), journal_record(i64::MAX as u64, "last")];
+        stores
+            .ledger_journal
+            .append(&longest_ledger, &boundaries)
+            .await
+            .unwrap();
+        assert_eq!(replay(stores, &longest_ledger).await, boundaries.to_vec());
+        assert_eq!(
+            stores
+                .ledger_journal
+                .last_sequence(&longest_ledger)
+                .await
+                .unwrap(),
+            i64::MAX as u64
+        );
+        assert_eq!(
+            stores
+                .ledger_journal
+                .read(&longest_ledger, i64::MAX as u64 - 1, 5)
+                .await
+                .unwrap(),
+            boundaries[1..].to_vec()
+        );
+
+        for limit in [0, MAX_JOURNAL_READ_LIMIT + 1, u32::MAX] {
+            let error = stores
+                .ledger_journal
+                .read(ledger, 0, limit)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StoreError::InvalidPageLimit { limit: refused, max } if refused == limit && max == MAX_JOURNAL_READ_LIMIT),
+                "{limit}: {error:?}"
+            );
+        }
+        for ledger_id in ["", too_long_ledger.as_str()] {
+            let error = stores
+                .ledger_journal
+                .read(ledger_id, 0, 10)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    StoreError::InvalidValue {
+                        field: "ledger_id",
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+            let error = stores
+                .ledger_journal
+                .last_sequence(ledger_id)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    StoreError::InvalidValue {
+                        field: "ledger_id",
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+        }
+    }
+
+    pub async fn ledger_journal_last_sequence_follows_appends(stores: &Stores) {
+        let ledger = "campaign-6/gateway-1";
+        let last = |ledger_id: &'static str| {
+            let store = Arc::clone(&stores.ledger_journal);
+            async move { store.last_sequence(ledger_id).await.unwrap() }
+        };
+        assert_eq!(last(ledger).await, 0);
+        stores
+            .ledger_journal
+            .append(ledger, &journal_records(1..=3, "entry"))
+            .await
+            .unwrap();
+        assert_eq!(last(ledger).await, 3);
+        // A refused append changes nothing.
+        stores
+            .ledger_journal
+            .append(
+                ledger,
+                &[journal_record(4, "new"), journal_record(3, "changed")],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(last(ledger).await, 3);
+        // The store keeps the sequences it is given (numbering is the ledger's job): the last
+        // one is the highest stored, whatever the order of the appends.
+        stores
+            .ledger_journal
+            .append(ledger, &journal_records([10], "entry"))
+            .await
+            .unwrap();
+        assert_eq!(last(ledger).await, 10);
+        stores
+            .ledger_journal
+            .append(ledger, &journal_records([5], "entry"))
+            .await
+            .unwrap();
+        assert_eq!(last(ledger).await, 10);
+        assert_eq!(
+            replay(stores, ledger).await,
+            journal_records([1, 2, 3, 5, 10], "entry")
+        );
+        // Ids that extend one another are other ledgers.
+        assert_eq!(last("campaign-6/gateway-").await, 0);
+        assert_eq!(last("campaign-6/gateway-10").await, 0);
+    }
+
+    pub async fn ledger_journal_ledgers_are_independent(stores: &Stores) {
+        let ledgers = [
+            "campaign-7/gateway-1",
+            "campaign-7/gateway-10",
+            "campaign-70/gateway-1",
+            "Campaign-7/gateway-1",
+        ];
+        // The same sequences with different bodies in every ledger: no conflict.
+        for (index, ledger) in ledgers.iter().enumerate() {
+            let n_records = 3 + u64::try_from(index).unwrap();
+            stores
+                .ledger_journal
+                .append(ledger, &journal_records(1..=n_records, ledger))
+                .await
+                .unwrap();
+        }
+        for (index, ledger) in ledgers.iter().enumerate() {
+            let n_records = 3 + u64::try_from(index).unwrap();
+            assert_eq!(
+                replay(stores, ledger).await,
+                journal_records(1..=n_records, ledger),
+                "{ledger}"
+            );
+            assert_eq!(
+                stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+                n_records,
+                "{ledger}"
+            );
+        }
+        // A conflict in one ledger leaves the others alone.
+        let error = stores
+            .ledger_journal
+            .append(ledgers[0], &journal_records([1], ledgers[1]))
+            .await
+            .unwrap_err();
+        assert_journal_conflict(&error, ledgers[0], 1);
+        assert_eq!(
+            replay(stores, ledgers[1]).await,
+            journal_records(1..=4, ledgers[1])
+        );
+    }
+
+    pub async fn ledger_journal_concurrent_identical_appends_converge(stores: &Stores) {
+        let ledger = "campaign-8/gateway-1";
+        let race = |batches: [Vec<JournalRecord>; 2]| {
+            let barrier = Arc::new(Barrier::new(2));
+            let tasks: Vec<_> = batches
+                .into_iter()
+                .map(|batch| {
+                    let store = Arc::clone(&stores.ledger_journal);
+                    let barrier = Arc::clone(&barrier);
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        store.append(ledger, &batch).await
+                    })
+                })
+                .collect();
+            async move {
+                for task in tasks {
+                    task.await.unwrap().unwrap();
+                }
+            }
+        };
+        // The same batch from two tasks, several rounds, some batches spanning several
+        // ScyllaDB conditional batches.
+        let rounds: Vec<Vec<JournalRecord>> = (0..4_u64)
+            .map(|round| {
+                let n_records = if round % 2 == 0 { 40 } else { 150 };
+                let first = round * 200 + 1;
+                journal_records(first..first + n_records, "raced")
+            })
+            .collect();
+        for batch in &rounds {
+            race([batch.clone(), batch.clone()]).await;
+        }
+        // Overlapping batches from two tasks.
+        race([
+            journal_records(801..=840, "raced"),
+            journal_records(821..=860, "raced"),
+        ])
+        .await;
+
+        let mut expected = rounds.concat();
+        expected.extend(journal_records(801..=860, "raced"));
+        assert_eq!(replay(stores, ledger).await, expected);
+        assert_eq!(
+            stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+            860
+        );
+    }
+
+    pub async fn ledger_journal_random_appends_match_a_model(stores: &Stores) {
+        use std::collections::BTreeMap;
+
+        let ledger = "campaign-9/gateway-1";
+        // Deterministic pseudo-random appends (xorshift64) over a small range of sequences,
+        // so that retries, overlaps and conflicts are all frequent.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |bound: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % bound
+        };
+        let mut model: BTreeMap<u64, JournalRecord> = BTreeMap::new();
+        for step in 0..80 {
+            let first = 1 + next(40);
+            let n_records = 1 + next(6);
+            let stride = 1 + next(2);
+            let batch: Vec<JournalRecord> = (0..n_records)
+                .map(|index| {
+                    let sequence = first + index * stride;
+                    // One record in eight differs from the one the model would store.
+                    let tag = if next(8) == 0 { "variant" } else { "model" };
+                    journal_record(sequence, tag)
+                })
+                .collect();
+            let conflict_opt = batch
+                .iter()
+                .find(|record| {
+                    model
+                        .get(&record.sequence)
+                        .is_some_and(|stored| stored != *record)
+                })
+                .map(|record| record.sequence);
+            let outcome = stores.ledger_journal.append(ledger, &batch).await;
+            match conflict_opt {
+                Some(sequence) => {
+                    assert_journal_conflict(&outcome.unwrap_err(), ledger, sequence);
+                }
+                None => {
+                    outcome.unwrap_or_else(|error| panic!("step {step}: {error:?}"));
+                    for record in batch {
+                        model.entry(record.sequence).or_insert(record);
+                    }
+                }
+            }
+        }
+        let expected: Vec<JournalRecord> = model.values().cloned().collect();
+        assert!(
+            expected.len() > 20,
+            "the model stored too little: {expected:?}"
+        );
+        assert_eq!(replay_pages(stores, ledger, 7).await.concat(), expected);
+        assert_eq!(
+            stores.ledger_journal.last_sequence(ledger).await.unwrap(),
+            model.keys().last().copied().unwrap_or(0)
+        );
     }
 }

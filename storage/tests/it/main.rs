@@ -16,4 +16,5 @@ mod conformance;
 mod crash_safety;
 mod harness;
 mod multi_process;
+mod sqlite_journal;
 mod sqlite_writer;
