@@ -15,6 +15,7 @@ use lanmesh_actors::entities::gateway::{GatewayReply, GatewayRequest};
 use lanmesh_actors::model::certification::{CertificationOutcome, CertificationPolicy};
 use lanmesh_actors::model::entity_kind::{CERTIFICATION_POLICY_ID, EntityKind};
 use lanmesh_actors::model::gateway::{ClientFigures, DAY_MS, GatewayError, GatewayStatus};
+use lanmesh_actors::model::segment::Segment;
 use lanmesh_bus::membership::ClusterView;
 use lanmesh_bus::rendezvous::owner_of;
 use lanmesh_bus::{EntityAddress, NodeId};
@@ -31,7 +32,7 @@ const REJECTED_RECHECK_MS: u64 = 3_600_000;
 /// The first monitor's figures over `[from, to)`, summed over `segments`.
 pub async fn client_figures(
     presence: &dyn PresenceSampleStore,
-    segments: &[String],
+    segments: &[Segment],
     from_ms: u64,
     to_ms: u64,
 ) -> Result<ClientFigures, StoreError> {
@@ -39,7 +40,7 @@ pub async fn client_figures(
     let mut total = ClientFigures::default();
     for segment in segments {
         let figures = presence
-            .window_figures(segment, as_i64(from_ms), as_i64(to_ms))
+            .window_figures(&segment.to_string(), as_i64(from_ms), as_i64(to_ms))
             .await?;
         total.logins += figures.n_logins;
         total.distinct_accounts += figures.n_distinct_accounts;
@@ -172,15 +173,9 @@ impl Sweep {
         if now < due {
             return Ok(due);
         }
-        let segments: Vec<String> = view
-            .registration
-            .segments
-            .iter()
-            .map(ToString::to_string)
-            .collect();
         let client = client_figures(
             self.dependencies.presence.as_ref(),
-            &segments,
+            &view.registration.segments,
             window_start,
             due,
         )

@@ -260,13 +260,13 @@ pub(super) async fn certify(
             "the window is 1 to {MAX_WINDOW_DAYS} whole UTC days: from_ms and to_ms are midnights"
         ));
     }
-    let segments: Vec<String> = view
-        .registration
-        .segments
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    let client = match client_figures(presence.get_ref().as_ref(), &segments, from_ms, to_ms).await
+    let client = match client_figures(
+        presence.get_ref().as_ref(),
+        &view.registration.segments,
+        from_ms,
+        to_ms,
+    )
+    .await
     {
         Ok(client) => client,
         Err(error) => {

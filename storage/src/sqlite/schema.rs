@@ -274,19 +274,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("v1.db");
         let mut connection = Connection::open(&path).unwrap();
-        connection
-            .pragma_update(None, "application_id", APPLICATION_ID)
-            .unwrap();
-        connection
-            .execute_batch(
-                "CREATE TABLE schema_version (
-                    version INTEGER NOT NULL PRIMARY KEY,
-                    applied_at_unix_ms INTEGER NOT NULL
-                );
-                INSERT INTO schema_version (version, applied_at_unix_ms) VALUES (1, 0);",
-            )
-            .unwrap();
-        connection.execute_batch(MIGRATIONS[0].sql).unwrap();
+        create_database_at_version(&connection, 1);
         connection
             .execute(
                 "INSERT INTO entity_state (kind, id, epoch, version, state) \
