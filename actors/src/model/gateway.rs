@@ -195,6 +195,18 @@ pub fn is_whole_days(from_unix_ms: u64, to_unix_ms: u64) -> bool {
         && from_unix_ms < to_unix_ms
 }
 
+/// When a window of `window_days` that started at `window_start` ends and should be certified,
+/// for a registered gateway in `status`; `None` for a rejected one, which waits for an
+/// amendment to start a new window.
+pub fn window_due_unix_ms(
+    status: GatewayStatus,
+    window_start_unix_ms: u64,
+    window_days: u32,
+) -> Option<u64> {
+    (status != GatewayStatus::Rejected)
+        .then(|| window_start_unix_ms.saturating_add(u64::from(window_days).saturating_mul(DAY_MS)))
+}
+
 /// Adds the time `[from, to)` to the per-day totals, split at UTC midnights.
 fn accrue(online_ms_by_day: &mut BTreeMap<u64, u64>, from_unix_ms: u64, to_unix_ms: u64) {
     let mut start = from_unix_ms;
@@ -404,13 +416,8 @@ impl GatewayState {
     /// When the current window of `window_days` ends and should be certified; `None` while
     /// nothing is due by time (not registered, or rejected: an amendment starts a new window).
     pub fn window_due_unix_ms(&self, window_days: u32) -> Option<u64> {
-        if self.registration_opt.is_none() || self.status == GatewayStatus::Rejected {
-            return None;
-        }
-        Some(
-            self.window_start_unix_ms
-                .saturating_add(u64::from(window_days).saturating_mul(DAY_MS)),
-        )
+        self.registration_opt.as_ref()?;
+        window_due_unix_ms(self.status, self.window_start_unix_ms, window_days)
     }
 
     /// Certifies the window that started at `window_start` once it has ended under `policy`:

@@ -14,7 +14,7 @@ use lanmesh_actors::entities::certification_policy::{PolicyReply, PolicyRequest}
 use lanmesh_actors::entities::gateway::{GatewayReply, GatewayRequest};
 use lanmesh_actors::model::certification::{CertificationOutcome, CertificationPolicy};
 use lanmesh_actors::model::entity_kind::{CERTIFICATION_POLICY_ID, EntityKind};
-use lanmesh_actors::model::gateway::{ClientFigures, DAY_MS, GatewayError, GatewayStatus};
+use lanmesh_actors::model::gateway::{ClientFigures, GatewayError, window_due_unix_ms};
 use lanmesh_actors::model::segment::Segment;
 use lanmesh_bus::membership::ClusterView;
 use lanmesh_bus::rendezvous::owner_of;
@@ -89,17 +89,22 @@ pub fn spawn(edge: &Arc<Edge>, dependencies: SweepDependencies) {
     });
 }
 
-/// Whether `node` owns the shard of gateway `gateway_id` in `view`.
+/// Whether `node` owns the shard of gateway `gateway_id` among `view`'s assignable nodes.
 fn owns_gateway(edge: &Edge, view: &ClusterView, node: &NodeId, gateway_id: &str) -> bool {
     let Ok(address) = EntityAddress::new(EntityKind::Gateway.as_str(), gateway_id) else {
         return false;
     };
     let shard = edge.deps.shard_map.shard_for(&address);
-    view.self_settled && owner_of(shard, &view.assignable) == Some(node)
+    owner_of(shard, &view.assignable) == Some(node)
 }
 
 impl Sweep {
     async fn run_once(&mut self, edge: &Edge) {
+        let view = self.dependencies.view.borrow().clone();
+        if !view.self_settled {
+            // Not a shard owner yet (or any more): nothing here to sweep.
+            return;
+        }
         let policy = match edge
             .ask_entity(
                 EntityKind::CertificationPolicy,
@@ -126,8 +131,7 @@ impl Sweep {
             self.policy_version = policy.version;
             self.next_look_unix_ms.clear();
         }
-        let view = self.dependencies.view.borrow().clone();
-        let gateway_ids = edge.venue_gateway_ids();
+        let gateway_ids = edge.venues.gateway_ids();
         self.next_look_unix_ms
             .retain(|gateway_id, _| gateway_ids.contains(gateway_id));
         let node_id = edge.deps.node_id.clone();
@@ -165,11 +169,10 @@ impl Sweep {
             Ok(Err(refusal)) => return Err(format!("refused: {refusal:?}")),
             Err(error) => return Err(error.message),
         };
-        if view.status == GatewayStatus::Rejected {
-            return Ok(now + REJECTED_RECHECK_MS);
-        }
         let window_start = view.window_start_unix_ms;
-        let due = window_start.saturating_add(u64::from(policy.window_days) * DAY_MS);
+        let Some(due) = window_due_unix_ms(view.status, window_start, policy.window_days) else {
+            return Ok(now + REJECTED_RECHECK_MS);
+        };
         if now < due {
             return Ok(due);
         }

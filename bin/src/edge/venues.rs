@@ -110,11 +110,6 @@ impl Edge {
         }
     }
 
-    /// Every gateway holding a segment, as this node's index knows them.
-    pub fn venue_gateway_ids(&self) -> std::collections::BTreeSet<String> {
-        self.venues.gateway_ids()
-    }
-
     /// Tells the segment holding `address` (if any) what a client did there.
     pub async fn tell_segment(&self, account: &str, address: IpAddr, event: ClientEvent) {
         let Some(segment) = self.venues.segment_of(address) else {
