@@ -22,17 +22,24 @@ struct Arguments {
     scenario: Scenario,
 }
 
+/// The broker every scenario runs against.
+#[derive(Debug, clap::Args)]
+struct Broker {
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "LANMESH_LOAD_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
+}
+
 #[derive(Debug, Subcommand)]
 enum Scenario {
     /// Bus throughput over RabbitMQ against raw lapin, and of the in-process transport.
     Bus {
-        /// RabbitMQ URL.
-        #[arg(
-            long,
-            env = "LANMESH_LOAD_AMQP_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        amqp_url: String,
+        #[command(flatten)]
+        broker: Broker,
         /// Messages per broker round.
         #[arg(long, default_value_t = 50_000)]
         messages: u64,
@@ -55,13 +62,8 @@ enum Scenario {
     /// Entity request/reply through real nodes (probe entities, persisted) against raw lapin
     /// request/reply on the same broker.
     Entities {
-        /// RabbitMQ URL.
-        #[arg(
-            long,
-            env = "LANMESH_LOAD_AMQP_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        amqp_url: String,
+        #[command(flatten)]
+        broker: Broker,
         /// Cluster name; default: a unique one with --spawn-nodes, else `lanmesh`.
         #[arg(long)]
         cluster: Option<String>,
@@ -93,13 +95,8 @@ enum Scenario {
     /// one spawned node with every session on its own WebSocket, against raw lapin
     /// request/reply on the same broker.
     Presence {
-        /// RabbitMQ URL.
-        #[arg(
-            long,
-            env = "LANMESH_LOAD_AMQP_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        amqp_url: String,
+        #[command(flatten)]
+        broker: Broker,
         /// Shards of the spawned node.
         #[arg(long, default_value_t = 64)]
         n_shards: u16,
@@ -126,13 +123,8 @@ enum Scenario {
     /// to the segment entity → sample in SQLite), against raw appends to a fresh SQLite store
     /// in the same run.
     Venues {
-        /// RabbitMQ URL.
-        #[arg(
-            long,
-            env = "LANMESH_LOAD_AMQP_URL",
-            default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-        )]
-        amqp_url: String,
+        #[command(flatten)]
+        broker: Broker,
         /// Shards of the spawned node.
         #[arg(long, default_value_t = 64)]
         n_shards: u16,
@@ -326,7 +318,7 @@ fn main() -> anyhow::Result<()> {
         .context("building runtime")?;
     match arguments.scenario {
         Scenario::Bus {
-            amqp_url,
+            broker,
             messages,
             in_process_messages,
             body_bytes,
@@ -335,7 +327,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
         } => {
             let settings = BusBenchSettings {
-                amqp_url,
+                amqp_url: broker.amqp_url,
                 n_messages: messages,
                 n_in_process_messages: in_process_messages,
                 body_bytes,
@@ -347,7 +339,7 @@ fn main() -> anyhow::Result<()> {
             print_report(&report, arguments.json, print_bus)?;
         }
         Scenario::Entities {
-            amqp_url,
+            broker,
             cluster,
             n_shards,
             n_probes,
@@ -358,7 +350,7 @@ fn main() -> anyhow::Result<()> {
             node_bin,
         } => {
             let settings = EntityBenchSettings {
-                amqp_url,
+                amqp_url: broker.amqp_url,
                 cluster_name_opt: cluster,
                 n_shards,
                 n_probes,
@@ -372,7 +364,7 @@ fn main() -> anyhow::Result<()> {
             print_report(&report, arguments.json, print_entities)?;
         }
         Scenario::Presence {
-            amqp_url,
+            broker,
             n_shards,
             sessions,
             publishers,
@@ -382,7 +374,7 @@ fn main() -> anyhow::Result<()> {
             node_bin,
         } => {
             let settings = PresenceBenchSettings {
-                amqp_url,
+                amqp_url: broker.amqp_url,
                 n_shards,
                 n_sessions: sessions,
                 n_publishers: publishers,
@@ -395,7 +387,7 @@ fn main() -> anyhow::Result<()> {
             print_report(&report, arguments.json, print_presence)?;
         }
         Scenario::Venues {
-            amqp_url,
+            broker,
             n_shards,
             events,
             in_flight,
@@ -404,7 +396,7 @@ fn main() -> anyhow::Result<()> {
             node_bin,
         } => {
             let settings = VenuesBenchSettings {
-                amqp_url,
+                amqp_url: broker.amqp_url,
                 n_shards,
                 n_events: events,
                 in_flight,
