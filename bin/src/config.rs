@@ -22,6 +22,9 @@
 //! - `venues.*`: `min_ipv4_prefix_len`, `min_ipv6_prefix_len` (largest segment a venue may
 //!   register), `index_refresh_ms` (how often a node polls the segment directory),
 //!   `certification_sweep_ms` (how often a node looks for its gateways' ended windows)
+//! - `campaigns.*`: `notice_refresh_ms` (how often a node polls the campaign directory, and
+//!   so how soon a publication reaches its connections), `allocation_wait_ms` (how long
+//!   `gateway.allocate` waits for the accounts' claims before answering `reserved`)
 //! - `clock.allow_simulation` [LANMESH__CLOCK__ALLOW_SIMULATION]: default false; true lets
 //!   operators advance this node's domain clock (rehearsal and test clusters only)
 //! - `operator.token` [LANMESH__OPERATOR__TOKEN]: bearer token of the operator API (secret)
@@ -60,6 +63,8 @@ pub struct NodeConfig {
     pub partners: PartnersSection,
     /// `venues.*`
     pub venues: VenuesSection,
+    /// `campaigns.*`
+    pub campaigns: CampaignsSection,
     /// `clock.*`
     pub clock: ClockSection,
     /// `operator.*`
@@ -306,6 +311,27 @@ impl VenuesSection {
         lanmesh_actors::model::segment::SegmentLimits {
             min_ipv4_prefix_len: self.min_ipv4_prefix_len,
             min_ipv6_prefix_len: self.min_ipv6_prefix_len,
+        }
+    }
+}
+
+/// `campaigns.*`: campaign notices and allocations (S0 steps 7–11).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CampaignsSection {
+    /// `campaigns.notice_refresh_ms`: how often a node polls the campaign directory; a
+    /// publication reaches every node's connections within this long.
+    pub notice_refresh_ms: u64,
+    /// `campaigns.allocation_wait_ms`: how long `gateway.allocate` waits for the accounts'
+    /// claim books before answering with what is still `reserved`.
+    pub allocation_wait_ms: u64,
+}
+
+impl Default for CampaignsSection {
+    fn default() -> Self {
+        Self {
+            notice_refresh_ms: 1_000,
+            allocation_wait_ms: 2_000,
         }
     }
 }
@@ -577,6 +603,16 @@ impl NodeConfig {
             "venues.certification_sweep_ms",
             self.venues.certification_sweep_ms,
             100..=3_600_000,
+        )?;
+        check_range(
+            "campaigns.notice_refresh_ms",
+            self.campaigns.notice_refresh_ms,
+            50..=60_000,
+        )?;
+        check_range(
+            "campaigns.allocation_wait_ms",
+            self.campaigns.allocation_wait_ms,
+            0..=30_000,
         )?;
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,

@@ -6,7 +6,7 @@ use crate::operator::OperatorAuth;
 use actix_web::dev::ServerHandle;
 use actix_web::http::header::ContentType;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use lanmesh_storage::PresenceSampleStore;
+use lanmesh_storage::{LedgerJournalStore, PresenceSampleStore, Stores};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ pub fn serve(
     readiness: ReadinessCheck,
     edge: Arc<Edge>,
     operator_auth: OperatorAuth,
-    presence: Arc<dyn PresenceSampleStore>,
+    stores: &Stores,
     clock_simulation: crate::operator::clock::ClockSimulation,
 ) -> std::io::Result<(ServerHandle, actix_web::dev::Server)> {
     let state = web::Data::new(HttpState {
@@ -62,7 +62,11 @@ pub fn serve(
     });
     let edge = web::Data::new(edge);
     let operator_auth = web::Data::new(operator_auth);
-    let presence = web::Data::new(presence);
+    // The operator API reads presence figures and ledger journals directly.
+    let presence: web::Data<Arc<dyn PresenceSampleStore>> =
+        web::Data::new(Arc::clone(&stores.presence));
+    let journal: web::Data<Arc<dyn LedgerJournalStore>> =
+        web::Data::new(Arc::clone(&stores.ledger_journal));
     let clock_simulation = web::Data::new(clock_simulation);
     let server = HttpServer::new(move || {
         App::new()
@@ -70,6 +74,7 @@ pub fn serve(
             .app_data(edge.clone())
             .app_data(operator_auth.clone())
             .app_data(presence.clone())
+            .app_data(journal.clone())
             .app_data(clock_simulation.clone())
             .configure(crate::operator::configure)
             .route("/ws", web::get().to(crate::edge::connection::websocket))

@@ -21,8 +21,12 @@ use crate::partner::breaker::BreakerPolicy;
 use crate::partner::client::{PartnerClient, PartnerClientSettings};
 use crate::partner::secret_box::SecretBox;
 use anyhow::Context;
+use lanmesh_actors::entities::campaign::CampaignEntity;
+use lanmesh_actors::entities::campaign_directory::CampaignDirectoryEntity;
 use lanmesh_actors::entities::certification_policy::CertificationPolicyEntity;
+use lanmesh_actors::entities::claim_book::ClaimBookEntity;
 use lanmesh_actors::entities::gateway::GatewayEntity;
+use lanmesh_actors::entities::ledger::LedgerEntity;
 use lanmesh_actors::entities::partner::PartnerEntity;
 use lanmesh_actors::entities::probe::ProbeEntity;
 use lanmesh_actors::entities::segment::SegmentEntity;
@@ -144,6 +148,7 @@ fn edge_limits(raw: &crate::config::NodeConfig) -> EdgeLimits {
         max_message_bytes: edge.max_message_bytes,
         segment_limits: raw.venues.segment_limits(),
         request_timeout: Duration::from_millis(edge.request_timeout_ms),
+        allocation_wait: Duration::from_millis(raw.campaigns.allocation_wait_ms),
     }
 }
 
@@ -197,12 +202,17 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             trusted_proxies: TrustedProxies::parse(&raw.edge.trusted_proxies)
                 .context("edge.trusted_proxies")?,
             clock: clock.clone(),
+            presence: Arc::clone(&stores.presence),
         },
         edge_limits(raw),
     )
     .await
     .context("cannot start the client edge")?;
     crate::edge::venues::spawn_refresh(&edge, Duration::from_millis(raw.venues.index_refresh_ms));
+    crate::edge::campaign_notices::spawn_refresh(
+        &edge,
+        Duration::from_millis(raw.campaigns.notice_refresh_ms),
+    );
     let pushes = {
         let edge = Arc::clone(&edge);
         handler_fn(move |delivery: Delivery| {
@@ -247,6 +257,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             store: Arc::clone(&stores.entity_state),
             audit: Arc::clone(&stores.audit),
             presence: Arc::clone(&stores.presence),
+            journal: Arc::clone(&stores.ledger_journal),
             shard_map,
             arbiters: arbiters.iter().map(actix::Arbiter::handle).collect(),
             metrics: host_metrics.clone(),
@@ -260,7 +271,11 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             .with::<GatewayEntity>()
             .with::<SegmentEntity>()
             .with::<SegmentDirectoryEntity>()
-            .with::<CertificationPolicyEntity>(),
+            .with::<CertificationPolicyEntity>()
+            .with::<CampaignEntity>()
+            .with::<CampaignDirectoryEntity>()
+            .with::<LedgerEntity>()
+            .with::<ClaimBookEntity>(),
         HostConfig {
             passivate_after_idle: Duration::from_millis(raw.host.passivate_after_idle_ms),
             max_live_entities: raw.host.max_live_entities,
@@ -311,7 +326,7 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
         readiness,
         Arc::clone(&edge),
         crate::operator::OperatorAuth::new(raw.operator.token.as_ref()),
-        Arc::clone(&stores.presence),
+        &stores,
         crate::operator::clock::ClockSimulation {
             allowed: raw.clock.allow_simulation,
         },

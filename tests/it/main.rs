@@ -9,6 +9,7 @@
 
 mod amqp_conformance;
 mod amqp_recovery;
+mod campaigns;
 mod cluster;
 mod im;
 mod node_process;

@@ -18,7 +18,7 @@ use serde_json::Value;
 use std::time::Duration;
 use tokio::time::Instant;
 
-const OPERATOR_TOKEN: &str = "operator-token-for-venue-tests-0123456789";
+pub(crate) const OPERATOR_TOKEN: &str = "operator-token-for-venue-tests-0123456789";
 const PASSWORD: &str = "correct horse battery";
 const GATEWAY_PASSWORD: &str = "gateway password 1";
 
@@ -35,7 +35,7 @@ fn gateway_request(name: &str, segments: &[&str], password: bool) -> GatewayRegi
     }
 }
 
-async fn register_gateway(
+pub(crate) async fn register_gateway(
     client: &mut ImClient,
     name: &str,
     segments: &[&str],
@@ -50,7 +50,7 @@ async fn register_gateway(
         .expect("a reply")
 }
 
-async fn sign_up(client: &mut ImClient, username: &str) {
+pub(crate) async fn sign_up(client: &mut ImClient, username: &str) {
     let _: RegisterReply = client
         .request_ok(
             "account.register",
@@ -67,7 +67,11 @@ async fn sign_up(client: &mut ImClient, username: &str) {
 
 /// Registers `username` and logs it in from a client connected as `options` say; returns the
 /// connection (the session lasts while it is open).
-async fn client_logs_in(address: &str, username: &str, options: &ConnectOptions) -> ImClient {
+pub(crate) async fn client_logs_in(
+    address: &str,
+    username: &str,
+    options: &ConnectOptions,
+) -> ImClient {
     let mut client = ImClient::connect_with(address, options)
         .await
         .expect("connects");
@@ -88,7 +92,7 @@ async fn client_logs_in(address: &str, username: &str, options: &ConnectOptions)
     client
 }
 
-fn from(source_ip: &str) -> ConnectOptions {
+pub(crate) fn from(source_ip: &str) -> ConnectOptions {
     ConnectOptions {
         source_ip_opt: Some(source_ip.parse().expect("an address")),
         forwarded_for_opt: None,
@@ -103,12 +107,12 @@ fn forwarding(source_ip: &str, client_ip: &str) -> ConnectOptions {
     }
 }
 
-async fn operator_get(node_address: &str, path: &str) -> (u16, Value) {
+pub(crate) async fn operator_get(node_address: &str, path: &str) -> (u16, Value) {
     operator_send(node_address, reqwest::Method::GET, path, None).await
 }
 
 /// Waits until every node's segment index holds at least `revision` of the directory.
-async fn wait_for_index(cluster: &TestCluster, n_nodes: usize, revision: f64) {
+pub(crate) async fn wait_for_index(cluster: &TestCluster, n_nodes: usize, revision: f64) {
     let deadline = Instant::now() + EVENT_TIMEOUT;
     for index in 0..n_nodes {
         loop {
@@ -129,11 +133,11 @@ async fn wait_for_index(cluster: &TestCluster, n_nodes: usize, revision: f64) {
 }
 
 /// A field of a JSON object (`null` when absent).
-fn field<'a>(object: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn field<'a>(object: &'a Value, name: &str) -> &'a Value {
     object.get(name).unwrap_or(&Value::Null)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -150,7 +154,7 @@ fn recent_window() -> (i64, i64) {
 }
 
 /// Polls the segment's figures over `[from, to)` until `logins` and `distinct` show.
-async fn wait_for_figures(
+pub(crate) async fn wait_for_figures(
     node_address: &str,
     segment: &str,
     (from_ms, to_ms): (i64, i64),
@@ -381,7 +385,7 @@ async fn gateways_register_log_in_and_count_clients_from_inside_their_segments()
     .await;
 }
 
-async fn operator_send(
+pub(crate) async fn operator_send(
     node_address: &str,
     method: reqwest::Method,
     path: &str,
@@ -404,7 +408,10 @@ async fn operator_send(
     )
 }
 
-async fn gateway_login(address: &str, gateway_id: &str) -> (ImClient, GatewayLoginReply) {
+pub(crate) async fn gateway_login(
+    address: &str,
+    gateway_id: &str,
+) -> (ImClient, GatewayLoginReply) {
     let mut client = connect(address).await;
     let reply = client
         .request_ok(
@@ -450,7 +457,7 @@ async fn domain_now(node_address: &str) -> u64 {
     field(&clock, "now_ms").as_u64().expect("a time")
 }
 
-async fn put_policy(node_address: &str, policy: &Value) -> (u16, Value) {
+pub(crate) async fn put_policy(node_address: &str, policy: &Value) -> (u16, Value) {
     operator_send(
         node_address,
         reqwest::Method::PUT,

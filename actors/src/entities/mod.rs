@@ -1,7 +1,11 @@
 //! Entity kinds: wire messages and behaviours that translate them into model calls.
 
+pub mod campaign;
+pub mod campaign_directory;
 pub mod certification_policy;
+pub mod claim_book;
 pub mod gateway;
+pub mod ledger;
 pub mod partner;
 pub mod probe;
 pub mod segment;

@@ -9,9 +9,10 @@ use crate::host::behavior::{
     AuditNote, Effects, EntityBehavior, HandleError, IncomingMessage, Outgoing, Push,
 };
 use crate::model::entity_kind::EntityKind;
+use crate::model::reward::Reward;
 use crate::model::user::{
-    ContactList, KeyRecord, LoginLimit, PartnerLink, PeerEvent, Profile, SessionOpening,
-    SessionSnapshot, Status, UserEffect, UserError, UserState, WidgetEntry,
+    CampaignHolding, ContactList, KeyRecord, LoginLimit, PartnerLink, PeerEvent, Profile,
+    SessionOpening, SessionSnapshot, Status, UserEffect, UserError, UserState, WidgetEntry,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -80,6 +81,37 @@ pub enum UserRequest {
     },
     /// An event from another user entity (the envelope names the sender).
     Peer(PeerEvent),
+    /// A campaign closed and this account won `reward` (sent at least once by the campaign's
+    /// entity): kept once per campaign and pushed to the account's connected client sessions.
+    /// Answered `Done`, or `Refused(NoSuchAccount)` for an account that does not exist.
+    GrantReward {
+        /// What was won.
+        reward: Reward,
+    },
+    /// A campaign's quota ledger posted units to this account (sent at least once by the
+    /// ledger's entity): kept once per campaign and pushed to the connected client sessions.
+    /// Answered `Done` (also for a redelivery, and for a conflicting transfer, which keeps the
+    /// first and leaves an audit note), or `Refused(NoSuchAccount)` without any change for an
+    /// account that does not exist.
+    UnitsIssued {
+        /// The campaign.
+        campaign_id: String,
+        /// The gateway whose quota the units came from.
+        gateway_id: String,
+        /// The ledger's transfer that posted them.
+        transfer_id: u64,
+        /// How many.
+        units: u64,
+    },
+    /// The gateway's cumulative usage of the units issued for a campaign, forwarded by the
+    /// ledger: the used units only grow, up to the units issued. Answered `Done`, or
+    /// `Refused(NoSuchAccount)`.
+    UnitsUsed {
+        /// The campaign.
+        campaign_id: String,
+        /// Units used so far, in total.
+        used_total: u64,
+    },
 }
 
 /// What an authenticated session asks of its own account.
@@ -201,6 +233,16 @@ pub enum SessionOp {
     },
     /// The account's own profile.
     Profile,
+    /// Enrol in a campaign through a venue's gateway (the node checked that the venue may
+    /// run it). The first enrolment is kept; enrolling again answers with it.
+    EnrolCampaign {
+        /// The campaign.
+        campaign_id: String,
+        /// The gateway of the venue the client is in.
+        gateway_id: String,
+    },
+    /// What the account holds in campaigns and the rewards it won.
+    Campaigns,
 }
 
 /// A user entity's answer.
@@ -245,6 +287,15 @@ pub enum UserReply {
         /// When it was first accepted (the time it is stored with).
         sent_at_unix_ms: u64,
     },
+    /// The account's holding in the campaign it enrolled in (the first enrolment).
+    Enrolled(CampaignHolding),
+    /// What the account holds in campaigns and the rewards it won, both oldest first.
+    Campaigns {
+        /// One per campaign, the last [`crate::model::user::CAMPAIGN_HOLDINGS_KEPT`].
+        holdings: Vec<CampaignHolding>,
+        /// The last [`crate::model::reward::REWARDS_KEPT`].
+        rewards: Vec<Reward>,
+    },
     /// Refused.
     Refused(UserError),
 }
@@ -272,10 +323,15 @@ impl EntityBehavior for UserEntity {
             UserRequest::Credential { .. }
                 | UserRequest::Profile
                 | UserRequest::Authed {
-                    op: SessionOp::Contacts | SessionOp::CheckFriend { .. } | SessionOp::Profile,
+                    op: SessionOp::Contacts
+                        | SessionOp::CheckFriend { .. }
+                        | SessionOp::Profile
+                        | SessionOp::Campaigns,
                     ..
                 }
         );
+        // Set by requests that are redeliveries by design and found nothing to change.
+        let mut unchanged = false;
         let (reply_opt, effects) = match request {
             UserRequest::Register {
                 display_name,
@@ -325,7 +381,7 @@ impl EntityBehavior for UserEntity {
             }
             UserRequest::Authed { auth, op } => {
                 match state.check_key(&auth.session_id, &auth.key_hash, now) {
-                    Ok(()) => apply_session_op(state, &auth, op, now),
+                    Ok(()) => apply_session_op(state, &auth, op, now, &mut unchanged),
                     Err(error) => (Some(UserReply::Refused(error)), Vec::new()),
                 }
             }
@@ -340,10 +396,34 @@ impl EntityBehavior for UserEntity {
                 };
                 (None, state.on_peer_event(&from.id, event, now))
             }
+            UserRequest::GrantReward { reward } => answer(state.grant_reward(reward), |changed| {
+                unchanged = !changed;
+                UserReply::Done
+            }),
+            UserRequest::UnitsIssued {
+                campaign_id,
+                gateway_id,
+                transfer_id,
+                units,
+            } => answer(
+                state.units_issued(&campaign_id, &gateway_id, transfer_id, units, now),
+                |changed| {
+                    unchanged = !changed;
+                    UserReply::Done
+                },
+            ),
+            UserRequest::UnitsUsed {
+                campaign_id,
+                used_total,
+            } => answer(state.units_used(&campaign_id, used_total), |changed| {
+                unchanged = !changed;
+                UserReply::Done
+            }),
         };
         let mut result = translate(effects)?;
         // The model refuses before it changes anything, so a refusal leaves the state as it was.
-        result.state_changed = mutating && !matches!(reply_opt, Some(UserReply::Refused(_)));
+        result.state_changed =
+            mutating && !unchanged && !matches!(reply_opt, Some(UserReply::Refused(_)));
         result.reply_opt = match reply_opt {
             Some(reply) => Some(encode(&reply)?),
             None => None,
@@ -362,11 +442,14 @@ fn answer<T>(
     }
 }
 
+/// Applies an authenticated session's op; sets `unchanged` when an op that usually changes
+/// the state found nothing to change.
 fn apply_session_op(
     state: &mut UserState,
     auth: &SessionAuth,
     op: SessionOp,
     now: u64,
+    unchanged: &mut bool,
 ) -> (Option<UserReply>, Vec<UserEffect>) {
     let session_id = auth.session_id.as_str();
     let done = |()| UserReply::Done;
@@ -434,6 +517,20 @@ fn apply_session_op(
             Err(error) => (Some(UserReply::Refused(error)), Vec::new()),
         },
         SessionOp::Profile => (Some(profile_reply(state)), Vec::new()),
+        SessionOp::EnrolCampaign {
+            campaign_id,
+            gateway_id,
+        } => answer(
+            state.enrol_campaign(&campaign_id, &gateway_id, now),
+            |(holding, changed)| {
+                *unchanged = !changed;
+                UserReply::Enrolled(holding)
+            },
+        ),
+        SessionOp::Campaigns => {
+            let (holdings, rewards) = state.campaigns();
+            (Some(UserReply::Campaigns { holdings, rewards }), Vec::new())
+        }
     }
 }
 
@@ -476,4 +573,252 @@ fn translate(effects: Vec<UserEffect>) -> Result<Effects, HandleError> {
         }
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::behavior::OwnerStamp;
+    use crate::model::user::{CampaignHolding, SessionMode, SessionPush};
+    use uuid::Uuid;
+
+    const NOW: u64 = 1_000;
+
+    fn handle(state: &mut UserState, request: &UserRequest) -> (UserReply, Effects) {
+        let owner = OwnerStamp {
+            node_id: "node-a".to_owned(),
+            epoch: 1,
+        };
+        let payload = encode(request).unwrap();
+        let message = IncomingMessage {
+            entity_id: "alice",
+            msg_id: Uuid::now_v7(),
+            sender_entity_opt: None,
+            payload: &payload,
+            owner: &owner,
+            now_unix_ms: NOW,
+        };
+        let effects = UserEntity::handle(state, &message).unwrap();
+        let reply = decode(effects.reply_opt.as_deref().unwrap()).unwrap();
+        (reply, effects)
+    }
+
+    /// Alice registered, with a client session `s1` on `node-a` whose key hash is `key-1`.
+    fn alice() -> UserState {
+        let mut state = UserState::default();
+        let register = UserRequest::Register {
+            display_name: "Alice".to_owned(),
+            password_hash: "$argon2id$hash".to_owned(),
+        };
+        assert_eq!(handle(&mut state, &register).0, UserReply::Done);
+        let open = UserRequest::OpenSession(SessionOpening {
+            new_session_id: "s1".to_owned(),
+            device: "phone".to_owned(),
+            node_id: "node-a".to_owned(),
+            mode: SessionMode::Client,
+            key: KeyRecord {
+                hash: "key-1".to_owned(),
+                expires_at_unix_ms: u64::MAX,
+            },
+        });
+        assert!(matches!(handle(&mut state, &open).0, UserReply::Session(_)));
+        state
+    }
+
+    fn authed(op: SessionOp) -> UserRequest {
+        UserRequest::Authed {
+            auth: SessionAuth {
+                session_id: "s1".to_owned(),
+                key_hash: "key-1".to_owned(),
+            },
+            op,
+        }
+    }
+
+    fn reward(campaign_id: &str) -> Reward {
+        Reward {
+            campaign_id: campaign_id.to_owned(),
+            campaign_title: "Summer league".to_owned(),
+            rank: 3,
+            score: 77,
+            text: "two free hours".to_owned(),
+            granted_at_unix_ms: 900,
+        }
+    }
+
+    fn audit_actions(effects: &Effects) -> Vec<&str> {
+        effects
+            .audit
+            .iter()
+            .map(|note| note.action.as_str())
+            .collect()
+    }
+
+    fn pushed(effects: &Effects) -> Vec<(String, SessionPush)> {
+        effects
+            .pushes
+            .iter()
+            .map(|push| (push.session_id.clone(), decode(&push.payload).unwrap()))
+            .collect()
+    }
+
+    #[test]
+    fn a_reward_is_kept_pushed_and_audited_once() {
+        let mut state = alice();
+        let grant = UserRequest::GrantReward {
+            reward: reward("c-1"),
+        };
+        let (reply, effects) = handle(&mut state, &grant);
+        assert_eq!(reply, UserReply::Done);
+        assert!(effects.state_changed);
+        assert_eq!(
+            pushed(&effects),
+            vec![("s1".to_owned(), SessionPush::CampaignReward(reward("c-1")))]
+        );
+        assert_eq!(audit_actions(&effects), vec!["campaign.reward"]);
+
+        let (reply, effects) = handle(&mut state, &grant);
+        assert_eq!(reply, UserReply::Done);
+        assert!(!effects.state_changed, "a redelivery changes nothing");
+        assert!(effects.pushes.is_empty() && effects.audit.is_empty());
+    }
+
+    #[test]
+    fn campaign_messages_to_an_unknown_account_are_refused_without_change() {
+        let requests = [
+            UserRequest::GrantReward {
+                reward: reward("c-1"),
+            },
+            UserRequest::UnitsIssued {
+                campaign_id: "c-1".to_owned(),
+                gateway_id: "g-1".to_owned(),
+                transfer_id: 4,
+                units: 10,
+            },
+            UserRequest::UnitsUsed {
+                campaign_id: "c-1".to_owned(),
+                used_total: 3,
+            },
+        ];
+        for request in &requests {
+            let mut state = UserState::default();
+            let (reply, effects) = handle(&mut state, request);
+            assert_eq!(
+                reply,
+                UserReply::Refused(UserError::NoSuchAccount),
+                "{request:?}"
+            );
+            assert!(!effects.state_changed, "{request:?}");
+            assert!(effects.pushes.is_empty() && effects.audit.is_empty());
+            assert_eq!(state, UserState::default());
+        }
+    }
+
+    #[test]
+    fn issued_and_used_units_change_the_state_only_when_they_change_the_holding() {
+        let mut state = alice();
+        let issued = UserRequest::UnitsIssued {
+            campaign_id: "c-1".to_owned(),
+            gateway_id: "g-1".to_owned(),
+            transfer_id: 4,
+            units: 10,
+        };
+        let (reply, effects) = handle(&mut state, &issued);
+        assert_eq!(reply, UserReply::Done);
+        assert!(effects.state_changed);
+        assert_eq!(
+            pushed(&effects),
+            vec![(
+                "s1".to_owned(),
+                SessionPush::UnitsIssued {
+                    campaign_id: "c-1".to_owned(),
+                    gateway_id: "g-1".to_owned(),
+                    units: 10,
+                }
+            )]
+        );
+        assert_eq!(audit_actions(&effects), vec!["campaign.units_issued"]);
+        let (_, effects) = handle(&mut state, &issued);
+        assert!(!effects.state_changed && effects.pushes.is_empty());
+
+        let conflicting = UserRequest::UnitsIssued {
+            campaign_id: "c-1".to_owned(),
+            gateway_id: "g-1".to_owned(),
+            transfer_id: 5,
+            units: 10,
+        };
+        let (reply, effects) = handle(&mut state, &conflicting);
+        assert_eq!(reply, UserReply::Done);
+        assert!(!effects.state_changed && effects.pushes.is_empty());
+        assert_eq!(audit_actions(&effects), vec!["campaign.units_conflict"]);
+
+        let used = |used_total| UserRequest::UnitsUsed {
+            campaign_id: "c-1".to_owned(),
+            used_total,
+        };
+        for (used_total, expect_changed) in [(4, true), (4, false), (2, false), (15, true)] {
+            let (reply, effects) = handle(&mut state, &used(used_total));
+            assert_eq!(reply, UserReply::Done);
+            assert_eq!(effects.state_changed, expect_changed, "{used_total}");
+            assert!(effects.pushes.is_empty());
+        }
+        let used_units = state
+            .campaign_holdings
+            .first()
+            .and_then(|holding| holding.issued_opt.as_ref())
+            .map(|issued| issued.used_units);
+        assert_eq!(used_units, Some(10));
+    }
+
+    #[test]
+    fn a_session_enrols_once_and_lists_its_campaigns() {
+        let mut state = alice();
+        let enrol = |gateway_id: &str| {
+            authed(SessionOp::EnrolCampaign {
+                campaign_id: "c-1".to_owned(),
+                gateway_id: gateway_id.to_owned(),
+            })
+        };
+        let holding = CampaignHolding {
+            campaign_id: "c-1".to_owned(),
+            enrolled_via_opt: Some("g-1".to_owned()),
+            enrolled_at_unix_ms_opt: Some(NOW),
+            issued_opt: None,
+        };
+        let (reply, effects) = handle(&mut state, &enrol("g-1"));
+        assert_eq!(reply, UserReply::Enrolled(holding.clone()));
+        assert!(effects.state_changed);
+        assert_eq!(audit_actions(&effects), vec!["campaign.enrolled"]);
+        let (reply, effects) = handle(&mut state, &enrol("g-2"));
+        assert_eq!(reply, UserReply::Enrolled(holding.clone()));
+        assert!(!effects.state_changed && effects.audit.is_empty());
+
+        handle(
+            &mut state,
+            &UserRequest::GrantReward {
+                reward: reward("c-1"),
+            },
+        );
+        let (reply, effects) = handle(&mut state, &authed(SessionOp::Campaigns));
+        assert_eq!(
+            reply,
+            UserReply::Campaigns {
+                holdings: vec![holding],
+                rewards: vec![reward("c-1")],
+            }
+        );
+        assert!(!effects.state_changed);
+
+        let wrong_key = UserRequest::Authed {
+            auth: SessionAuth {
+                session_id: "s1".to_owned(),
+                key_hash: "stolen".to_owned(),
+            },
+            op: SessionOp::Campaigns,
+        };
+        assert_eq!(
+            handle(&mut state, &wrong_key).0,
+            UserReply::Refused(UserError::KeyInvalid)
+        );
+    }
 }

@@ -4,8 +4,8 @@
 use crate::model::entity_kind::EntityKind;
 use lanmesh_bus::EntityAddress;
 use lanmesh_storage::PresenceSample;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -65,6 +65,21 @@ pub struct AuditNote {
     pub detail: String,
 }
 
+/// One entry for the entity's append-only journal (quota ledgers keep one): appended under the
+/// entity's id after the state is durable and before the acknowledgement, and remembered with
+/// the processed message, so a redelivery appends the identical entry again (the journal store
+/// keeps one entry per sequence).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalNote {
+    /// The entry's number in the entity's journal (1, 2, 3… without gaps).
+    pub sequence: u64,
+    /// When it was made, in Unix milliseconds.
+    pub at_unix_ms: u64,
+    /// The entry, encoded by the entity kind.
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
 /// What handling one message produced.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effects {
@@ -82,6 +97,8 @@ pub struct Effects {
     /// store, so they are not remembered for redeliveries: a redelivery appends them again
     /// and changes no figure. Their times must come from the message, never from `now`.
     pub samples: Vec<PresenceSample>,
+    /// Journal entries, appended after the state is durable and before anything is sent.
+    pub journal: Vec<JournalNote>,
 }
 
 /// A message an entity cannot handle, ever (it is dead-lettered).

@@ -3,10 +3,10 @@
 //! message ids so a redelivered message gets its first answer instead of being applied again.
 //!
 //! The persisted record holds the behaviour's state and the last [`DEDUPE_WINDOW`] processed
-//! messages (id, reply, outgoing messages with their ids), saved in the same write as the state
+//! messages (id, reply, outgoing messages with their ids, audit events, journal entries), saved in the same write as the state
 //! change they produced — so "applied" and "remembered as applied" can never disagree.
 
-use crate::host::behavior::{EntityBehavior, IncomingMessage, OwnerStamp, Push};
+use crate::host::behavior::{EntityBehavior, IncomingMessage, JournalNote, OwnerStamp, Push};
 use actix::{Actor, ActorFutureExt, AtomicResponse, Context, Handler, Message, WrapFuture};
 use lanmesh_bus::{EntityAddress, Envelope};
 use lanmesh_storage::{
@@ -63,6 +63,8 @@ struct ProcessedMessage {
     sent: Vec<SentMessage>,
     #[serde(default)]
     audit: Vec<RecordedAudit>,
+    #[serde(default)]
+    journal: Vec<JournalNote>,
 }
 
 /// What is persisted for an entity.
@@ -92,6 +94,8 @@ pub struct Applied {
     pub pushes: Vec<Push>,
     /// Presence samples to append (idempotent; computed again on a redelivery).
     pub samples: Vec<PresenceSample>,
+    /// Journal entries to append (the first ones again for a duplicate).
+    pub journal: Vec<JournalNote>,
 }
 
 /// Why a message was not applied.
@@ -273,6 +277,7 @@ async fn apply_message<B: EntityBehavior>(
                 audit: first.audit.clone(),
                 pushes: Vec::new(),
                 samples: Vec::new(),
+                journal: first.journal.clone(),
             };
             return (Ok(applied), Some(restored));
         }
@@ -315,8 +320,13 @@ async fn apply_message<B: EntityBehavior>(
             audit,
             pushes: effects.pushes,
             samples: effects.samples,
+            journal: effects.journal,
         };
-        if !effects.state_changed && applied.sent.is_empty() && applied.audit.is_empty() {
+        if !effects.state_changed
+            && applied.sent.is_empty()
+            && applied.audit.is_empty()
+            && applied.journal.is_empty()
+        {
             // Nothing to make durable; a redelivery simply runs it again.
             return (Ok(applied), Some(restored));
         }
@@ -325,6 +335,7 @@ async fn apply_message<B: EntityBehavior>(
             reply_opt: applied.reply_opt.clone(),
             sent: applied.sent.clone(),
             audit: applied.audit.clone(),
+            journal: applied.journal.clone(),
         });
         while restored.record.recent.len() > DEDUPE_WINDOW {
             restored.record.recent.pop_front();

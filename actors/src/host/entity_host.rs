@@ -7,8 +7,9 @@
 //! actor that restores the state from storage.
 //!
 //! Effects are carried out after the state is durable and before the delivery is
-//! acknowledged: audit events and presence samples are appended and messages to other entities sent (a failure of
-//! either hands the delivery back, and the redelivery repeats them with their first ids), then
+//! acknowledged: audit events, presence samples and journal entries are appended and messages to
+//! other entities sent (a failure of any hands the delivery back, and the redelivery repeats
+//! them with their first ids), then
 //! pushes to client sessions and the reply go out (best effort: a session re-syncs when it
 //! resumes, an asker retries).
 
@@ -28,7 +29,10 @@ use lanmesh_bus::{
     Delivery, Destination, EntityAddress, Envelope, HandlerOutcome, NodeId, PublishOptions,
     ShardId, Transport,
 };
-use lanmesh_storage::{AuditEvent, AuditStore, EntityKey, EntityStateStore, PresenceSampleStore};
+use lanmesh_storage::{
+    AuditEvent, AuditStore, EntityKey, EntityStateStore, JournalRecord, LedgerJournalStore,
+    MAX_JOURNAL_BATCH_RECORDS, PresenceSampleStore,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
@@ -127,6 +131,8 @@ pub struct HostDependencies {
     pub audit: Arc<dyn AuditStore>,
     /// Where segment entities' presence samples go.
     pub presence: Arc<dyn PresenceSampleStore>,
+    /// Where quota-ledger entities' journal entries go.
+    pub journal: Arc<dyn LedgerJournalStore>,
     /// How addresses map to shards (the cluster's shard count).
     pub shard_map: ShardMap,
     /// Threads the actors run on (at least one).
@@ -272,6 +278,23 @@ impl EntityHost {
         {
             tracing::warn!(entity = %request.target, error = %error, "presence samples not stored; handing the delivery back");
             return HandlerOutcome::Retry;
+        }
+        if !applied.journal.is_empty() {
+            let records: Vec<JournalRecord> = applied
+                .journal
+                .into_iter()
+                .map(|note| JournalRecord {
+                    sequence: note.sequence,
+                    at_unix_ms: i64::try_from(note.at_unix_ms).unwrap_or(i64::MAX),
+                    body: note.body,
+                })
+                .collect();
+            for chunk in records.chunks(MAX_JOURNAL_BATCH_RECORDS) {
+                if let Err(error) = dependencies.journal.append(&request.target.id, chunk).await {
+                    tracing::warn!(entity = %request.target, error = %error, "journal entries not stored; handing the delivery back");
+                    return HandlerOutcome::Retry;
+                }
+            }
         }
         for sent in applied.sent {
             let shard = dependencies.shard_map.shard_for(&sent.target);

@@ -69,6 +69,7 @@ async fn fixture(config: HostConfig) -> Fixture {
             store: stores.entity_state,
             audit: stores.audit,
             presence: stores.presence,
+            journal: stores.ledger_journal,
             shard_map,
             arbiters: vec![actix::Arbiter::current()],
             metrics: metrics.clone(),

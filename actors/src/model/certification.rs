@@ -563,8 +563,9 @@ fn is_name(name: &str, max_chars: usize, allowed: impl Fn(char) -> bool) -> bool
     !name.is_empty() && name.chars().count() <= max_chars && name.chars().all(allowed)
 }
 
-/// Checks one whole condition (`pass` or a tier's) at `place`.
-fn validate_condition_tree(condition: &Condition, place: &str) -> Result<(), PolicyError> {
+/// Checks one whole condition at `place` (the path in its JSON, which every error message
+/// starts with): `pass` or a tier's here, a campaign's eligibility elsewhere, with the same limits.
+pub fn validate_condition_tree(condition: &Condition, place: &str) -> Result<(), PolicyError> {
     let mut n_comparisons = 0;
     validate_condition(condition, place, 1, &mut n_comparisons)?;
     if n_comparisons > MAX_COMPARISONS_PER_CONDITION {

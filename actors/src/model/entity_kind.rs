@@ -16,6 +16,9 @@ pub const CERTIFICATION_POLICY_ID: &str = "policy";
 /// The id of the one segment-directory entity.
 pub const SEGMENT_DIRECTORY_ID: &str = "directory";
 
+/// The id of the one campaign-directory entity.
+pub const CAMPAIGN_DIRECTORY_ID: &str = "campaigns";
+
 /// One kind of entity; each entity is one actor, addressed by (kind, id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntityKind {
@@ -31,6 +34,12 @@ pub enum EntityKind {
     Campaign,
     /// The quota ledger of one (campaign, gateway): the only writer of its balances.
     Ledger,
+    /// The claim book of one (campaign, account): at most one claim per account and campaign
+    /// across every venue.
+    ClaimBook,
+    /// The directory of every campaign and its notice (one entity, [`CAMPAIGN_DIRECTORY_ID`]):
+    /// feeds every node's notice fan-out and the notices delivered at login.
+    CampaignDirectory,
     /// One mobile data-traffic share.
     Share,
     /// The registry of partner sites whose users may log in (one entity, [`PARTNER_REGISTRY_ID`]).
@@ -47,13 +56,15 @@ pub enum EntityKind {
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 13] = [
         Self::User,
         Self::Session,
         Self::Gateway,
         Self::Segment,
         Self::Campaign,
         Self::Ledger,
+        Self::ClaimBook,
+        Self::CampaignDirectory,
         Self::Share,
         Self::Partner,
         Self::SegmentDirectory,
@@ -70,6 +81,8 @@ impl EntityKind {
             Self::Segment => "segment",
             Self::Campaign => "campaign",
             Self::Ledger => "ledger",
+            Self::ClaimBook => "claim_book",
+            Self::CampaignDirectory => "campaign_directory",
             Self::Share => "share",
             Self::Partner => "partner",
             Self::SegmentDirectory => "segment_directory",

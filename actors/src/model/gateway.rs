@@ -8,6 +8,7 @@
 use crate::model::certification::{
     CertificationOutcome, CertificationPolicy, WindowFigures, evaluate,
 };
+use crate::model::reward::{Reward, keep_reward};
 use crate::model::segment::Segment;
 use crate::model::user::KeyRecord;
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,8 @@ pub const DAY_MS: u64 = 86_400_000;
 pub const UPTIME_DAYS_KEPT: u64 = 62;
 /// Certification results kept in the history.
 pub const HISTORY_KEPT: usize = 64;
+/// Unit requests from clients a gateway keeps; the oldest is forgotten beyond it.
+pub const UNIT_REQUESTS_KEPT: usize = 256;
 
 /// What a gateway registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +61,24 @@ pub struct CertificationRecord {
     pub window_end_unix_ms: u64,
     /// When it was decided.
     pub decided_unix_ms: u64,
+}
+
+/// A client's request for campaign units, addressed to its venue's gateway and shown to the
+/// venue's admin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRequestRecord {
+    /// Chosen by the node that took the request; a redelivery carries the same one.
+    pub request_id: String,
+    /// The campaign.
+    pub campaign_id: String,
+    /// The asking account.
+    pub account_id: String,
+    /// How many units it asks for.
+    pub units: u64,
+    /// The client's note.
+    pub note: String,
+    /// When the gateway received it.
+    pub at_unix_ms: u64,
 }
 
 /// What the first monitor measured over a window on all of a gateway's segments.
@@ -107,6 +128,13 @@ pub struct GatewayState {
     pub history: Vec<CertificationRecord>,
     /// A result decided while the gateway was offline, delivered at its next login.
     pub undelivered_opt: Option<CertificationRecord>,
+    /// Rewards the venue won in campaigns (S0 step 13), oldest first, the last
+    /// [`crate::model::reward::REWARDS_KEPT`].
+    #[serde(default)]
+    pub rewards: Vec<Reward>,
+    /// Clients' unit requests, oldest first, the last [`UNIT_REQUESTS_KEPT`].
+    #[serde(default)]
+    pub unit_requests: Vec<UnitRequestRecord>,
 }
 
 /// Why an operation was refused.
@@ -143,6 +171,10 @@ pub enum GatewayError {
 pub enum GatewayPush {
     /// A certification result.
     Certification(CertificationRecord),
+    /// The venue won a reward in a campaign.
+    Reward(Reward),
+    /// A client asks the venue for campaign units.
+    UnitRequest(UnitRequestRecord),
 }
 
 /// What the shell must carry out.
@@ -450,6 +482,87 @@ impl GatewayState {
                 )
             }
             _ => Err(not_due),
+        }
+    }
+
+    /// Keeps a reward a campaign granted the venue and pushes it to the gateway's session
+    /// when online. A redelivered grant, or a second grant of the same campaign, changes
+    /// nothing and pushes nothing. Returns whether the reward was new.
+    pub fn grant_reward(&mut self, reward: Reward) -> GatewayResult<bool> {
+        self.registration()?;
+        let detail = format!("campaign={} rank={}", reward.campaign_id, reward.rank);
+        let push = GatewayPush::Reward(reward.clone());
+        if !keep_reward(&mut self.rewards, reward) {
+            return Ok((false, Vec::new()));
+        }
+        let mut effects = self.pushes_to_session(push);
+        effects.push(audit("campaign.reward", detail));
+        Ok((true, effects))
+    }
+
+    /// Keeps a client's request for units (the node checked it) and pushes it to the
+    /// gateway's session when online. A redelivery (the same `request_id`) changes nothing
+    /// and pushes nothing. Returns whether it was new.
+    pub fn record_unit_request(
+        &mut self,
+        request_id: String,
+        campaign_id: String,
+        account_id: String,
+        units: u64,
+        note: String,
+        now_unix_ms: u64,
+    ) -> GatewayResult<bool> {
+        self.registration()?;
+        if self
+            .unit_requests
+            .iter()
+            .any(|kept| kept.request_id == request_id)
+        {
+            return Ok((false, Vec::new()));
+        }
+        let record = UnitRequestRecord {
+            request_id,
+            campaign_id,
+            account_id,
+            units,
+            note,
+            at_unix_ms: now_unix_ms,
+        };
+        let detail = format!(
+            "request={} campaign={} account={} units={}",
+            record.request_id, record.campaign_id, record.account_id, record.units
+        );
+        self.unit_requests.push(record.clone());
+        if self.unit_requests.len() > UNIT_REQUESTS_KEPT {
+            let n_over = self.unit_requests.len() - UNIT_REQUESTS_KEPT;
+            self.unit_requests.drain(..n_over);
+        }
+        let mut effects = self.pushes_to_session(GatewayPush::UnitRequest(record));
+        effects.push(audit("campaign.unit_request", detail));
+        Ok((true, effects))
+    }
+
+    /// The kept unit requests, newest first, of one campaign or of all.
+    pub fn unit_requests(&self, campaign_id_opt: Option<&str>) -> Vec<UnitRequestRecord> {
+        self.unit_requests
+            .iter()
+            .rev()
+            .filter(|record| {
+                campaign_id_opt.is_none_or(|campaign_id| record.campaign_id == campaign_id)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// A push to the gateway's session when it is online; nothing otherwise.
+    fn pushes_to_session(&self, push: GatewayPush) -> Vec<GatewayEffect> {
+        match &self.connection_opt {
+            Some(connection) => vec![GatewayEffect::Push {
+                node_id: connection.node_id.clone(),
+                session_id: connection.session_id.clone(),
+                push,
+            }],
+            None => Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! shell must carry out (pushes to sessions, messages to other accounts, audit notes). Nothing
 //! here does I/O or reads a clock.
 
+use crate::model::reward::{Reward, keep_reward};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,6 +27,8 @@ pub const MAX_PENDING_REQUESTS: usize = 1_000;
 pub const PREVIEW_CHARS: usize = 64;
 /// How many revoked key hashes are remembered, to tell "revoked" from "unknown".
 const REMEMBERED_REVOKED_KEYS: usize = 32;
+/// Campaign holdings one account keeps; the oldest is forgotten beyond it.
+pub const CAMPAIGN_HOLDINGS_KEPT: usize = 256;
 
 /// A status a session can choose.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -146,6 +149,35 @@ pub struct Watcher {
     pub node_id: String,
 }
 
+/// What an account holds in one campaign (S0 steps 8, 11 and 12): its enrolment through a
+/// venue's gateway and the units the campaign's quota ledger issued to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignHolding {
+    /// The campaign.
+    pub campaign_id: String,
+    /// The gateway (venue) the account enrolled through; the first enrolment is kept.
+    pub enrolled_via_opt: Option<String>,
+    /// When it enrolled.
+    pub enrolled_at_unix_ms_opt: Option<u64>,
+    /// The units issued to the account, once the ledger posted them.
+    pub issued_opt: Option<IssuedUnits>,
+}
+
+/// Units a campaign's quota ledger issued to an account (one claim per campaign per account).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedUnits {
+    /// The gateway whose quota the units came from.
+    pub gateway_id: String,
+    /// The ledger's transfer that posted them (a redelivery names the same one).
+    pub transfer_id: u64,
+    /// How many.
+    pub units: u64,
+    /// How many the gateway reported used, never more than `units`, never decreasing.
+    pub used_units: u64,
+    /// When the account learnt of them.
+    pub issued_at_unix_ms: u64,
+}
+
 /// The registered account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
@@ -209,6 +241,14 @@ pub struct UserState {
     pub failed_logins: Vec<u64>,
     /// Hashes of recently revoked keys.
     pub revoked_keys: Vec<String>,
+    /// Rewards won in campaigns (S0 step 13), oldest first, the last
+    /// [`crate::model::reward::REWARDS_KEPT`].
+    #[serde(default)]
+    pub rewards: Vec<Reward>,
+    /// What the account holds per campaign, oldest first, the last
+    /// [`CAMPAIGN_HOLDINGS_KEPT`].
+    #[serde(default)]
+    pub campaign_holdings: Vec<CampaignHolding>,
 }
 
 /// A message this entity pushes to one session's client (through the session's node).
@@ -298,6 +338,19 @@ pub enum SessionPush {
     SessionEnded {
         /// Why.
         reason: String,
+    },
+    /// The account won a reward in a campaign (client sessions). Named apart from the
+    /// gateway's `GatewayPush::Reward`: both travel in the same push envelope and the edge
+    /// tells them apart by variant name.
+    CampaignReward(Reward),
+    /// A campaign's quota ledger issued units to the account (client sessions).
+    UnitsIssued {
+        /// The campaign.
+        campaign_id: String,
+        /// The gateway whose quota they came from.
+        gateway_id: String,
+        /// How many.
+        units: u64,
     },
 }
 
@@ -1305,6 +1358,21 @@ impl UserState {
         )
     }
 
+    /// Keeps a reward a campaign granted this account and pushes it to the connected client
+    /// sessions. A redelivered grant, or a second grant of the same campaign, changes nothing
+    /// and pushes nothing. Returns whether the reward was new.
+    pub fn grant_reward(&mut self, reward: Reward) -> UserResult<bool> {
+        self.account()?;
+        let detail = format!("campaign={} rank={}", reward.campaign_id, reward.rank);
+        let push = SessionPush::CampaignReward(reward.clone());
+        if !keep_reward(&mut self.rewards, reward) {
+            return Ok((false, Vec::new()));
+        }
+        let mut effects = self.pushes_to_connected_clients(&push);
+        effects.push(audit("campaign.reward", detail));
+        Ok((true, effects))
+    }
+
     /// A watcher's session is gone (its node no longer holds it).
     pub fn drop_watcher(&mut self, session_id: &str) -> UserResult<()> {
         self.watchers.remove(session_id);
@@ -1337,6 +1405,170 @@ impl UserState {
         self.sessions
             .iter()
             .filter(|(_, session)| session.mode == SessionMode::Client)
+            .map(|(session_id, session)| UserEffect::Push {
+                node_id: session.node_id.clone(),
+                session_id: session_id.clone(),
+                push: push.clone(),
+            })
+            .collect()
+    }
+
+    /// Keeps a new holding, forgetting the oldest beyond [`CAMPAIGN_HOLDINGS_KEPT`].
+    fn keep_holding(&mut self, holding: CampaignHolding) {
+        self.campaign_holdings.push(holding);
+        if self.campaign_holdings.len() > CAMPAIGN_HOLDINGS_KEPT {
+            let n_over = self.campaign_holdings.len() - CAMPAIGN_HOLDINGS_KEPT;
+            self.campaign_holdings.drain(..n_over);
+        }
+    }
+
+    /// Records that the account enrolled in `campaign_id` through the venue's gateway
+    /// `gateway_id` (the node checked that the venue may run it). The first enrolment is
+    /// kept: enrolling again, through the same or another gateway, changes nothing and
+    /// answers with the holding as it is. Returns the holding and whether it changed.
+    pub fn enrol_campaign(
+        &mut self,
+        campaign_id: &str,
+        gateway_id: &str,
+        now_unix_ms: u64,
+    ) -> UserResult<(CampaignHolding, bool)> {
+        self.account()?;
+        if campaign_id.is_empty() || gateway_id.is_empty() {
+            return Err(UserError::Invalid {
+                reason: "a campaign and a gateway are needed to enrol".to_owned(),
+            });
+        }
+        let holding = match self
+            .campaign_holdings
+            .iter_mut()
+            .find(|holding| holding.campaign_id == campaign_id)
+        {
+            Some(holding) if holding.enrolled_via_opt.is_some() => {
+                return Ok(((holding.clone(), false), Vec::new()));
+            }
+            Some(holding) => {
+                // Units came first (an enrolment through another node raced them).
+                holding.enrolled_via_opt = Some(gateway_id.to_owned());
+                holding.enrolled_at_unix_ms_opt = Some(now_unix_ms);
+                holding.clone()
+            }
+            None => {
+                let holding = CampaignHolding {
+                    campaign_id: campaign_id.to_owned(),
+                    enrolled_via_opt: Some(gateway_id.to_owned()),
+                    enrolled_at_unix_ms_opt: Some(now_unix_ms),
+                    issued_opt: None,
+                };
+                self.keep_holding(holding.clone());
+                holding
+            }
+        };
+        let effects = vec![audit(
+            "campaign.enrolled",
+            format!("campaign={campaign_id} gateway={gateway_id}"),
+        )];
+        Ok(((holding, true), effects))
+    }
+
+    /// Records units a campaign's quota ledger posted to the account (sent at least once,
+    /// one claim per campaign per account upstream) and pushes them to the connected client
+    /// sessions. The same transfer again changes nothing. Another transfer for a campaign
+    /// that already has units is an anomaly: the first is kept and an audit note
+    /// `campaign.units_conflict` names both. Returns whether the holding changed.
+    ///
+    /// An account that does not exist is refused with [`UserError::NoSuchAccount`] and keeps
+    /// no state: the ledger, whose journal holds the posting, stays the record of the units.
+    pub fn units_issued(
+        &mut self,
+        campaign_id: &str,
+        gateway_id: &str,
+        transfer_id: u64,
+        units: u64,
+        now_unix_ms: u64,
+    ) -> UserResult<bool> {
+        self.account()?;
+        let issued = IssuedUnits {
+            gateway_id: gateway_id.to_owned(),
+            transfer_id,
+            units,
+            used_units: 0,
+            issued_at_unix_ms: now_unix_ms,
+        };
+        match self
+            .campaign_holdings
+            .iter_mut()
+            .find(|holding| holding.campaign_id == campaign_id)
+        {
+            Some(CampaignHolding {
+                issued_opt: Some(kept),
+                ..
+            }) => {
+                if kept.gateway_id == gateway_id && kept.transfer_id == transfer_id {
+                    return Ok((false, Vec::new()));
+                }
+                let detail = format!(
+                    "campaign={campaign_id} kept_gateway={} kept_transfer={} kept_units={} \
+                     other_gateway={gateway_id} other_transfer={transfer_id} other_units={units}",
+                    kept.gateway_id, kept.transfer_id, kept.units
+                );
+                return Ok((false, vec![audit("campaign.units_conflict", detail)]));
+            }
+            Some(holding) => holding.issued_opt = Some(issued),
+            None => self.keep_holding(CampaignHolding {
+                campaign_id: campaign_id.to_owned(),
+                enrolled_via_opt: None,
+                enrolled_at_unix_ms_opt: None,
+                issued_opt: Some(issued),
+            }),
+        }
+        let mut effects = self.pushes_to_connected_clients(&SessionPush::UnitsIssued {
+            campaign_id: campaign_id.to_owned(),
+            gateway_id: gateway_id.to_owned(),
+            units,
+        });
+        effects.push(audit(
+            "campaign.units_issued",
+            format!(
+                "campaign={campaign_id} gateway={gateway_id} transfer={transfer_id} units={units}"
+            ),
+        ));
+        Ok((true, effects))
+    }
+
+    /// Records the gateway's cumulative usage of the units issued for `campaign_id`, as the
+    /// ledger forwards it: the used units only grow and never exceed the units issued, so a
+    /// redelivered or late report changes nothing. A report for a campaign without issued
+    /// units is ignored (the ledger's next cumulative report carries it again). Returns
+    /// whether the holding changed.
+    pub fn units_used(&mut self, campaign_id: &str, used_total: u64) -> UserResult<bool> {
+        self.account()?;
+        let issued_opt = self
+            .campaign_holdings
+            .iter_mut()
+            .find(|holding| holding.campaign_id == campaign_id)
+            .and_then(|holding| holding.issued_opt.as_mut());
+        let Some(issued) = issued_opt else {
+            return Ok((false, Vec::new()));
+        };
+        let used_units = issued.used_units.max(used_total.min(issued.units));
+        if used_units == issued.used_units {
+            return Ok((false, Vec::new()));
+        }
+        issued.used_units = used_units;
+        Ok((true, Vec::new()))
+    }
+
+    /// What the account holds in campaigns and the rewards it won, both oldest first.
+    pub fn campaigns(&self) -> (Vec<CampaignHolding>, Vec<Reward>) {
+        (self.campaign_holdings.clone(), self.rewards.clone())
+    }
+
+    /// Pushes to the client sessions that have a connection attached (campaign news: a
+    /// disconnected session reads it with the `Campaigns` op when it is back).
+    fn pushes_to_connected_clients(&self, push: &SessionPush) -> Vec<UserEffect> {
+        self.sessions
+            .iter()
+            .filter(|(_, session)| session.mode == SessionMode::Client && session.connected)
             .map(|(session_id, session)| UserEffect::Push {
                 node_id: session.node_id.clone(),
                 session_id: session_id.clone(),

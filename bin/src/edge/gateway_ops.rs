@@ -261,6 +261,11 @@ pub fn wire_gateway(gateway_id: &str, view: &GatewayStatusView) -> GatewayStatus
         revision: view.revision,
         window_starts_at_ms: view.window_start_unix_ms,
         history: view.history.iter().map(wire_certification).collect(),
+        rewards: view
+            .rewards
+            .iter()
+            .map(crate::edge::sessions::wire_reward)
+            .collect(),
     }
 }
 
@@ -375,7 +380,11 @@ fn authed(key: &ParsedKey, op: GatewayOp) -> GatewayRequest {
     }
 }
 
-async fn status_view(edge: &Edge, key: &ParsedKey) -> Result<GatewayStatusView, ErrorBody> {
+/// The state of the key's gateway, which checks the key.
+pub(crate) async fn gateway_status_view(
+    edge: &Edge,
+    key: &ParsedKey,
+) -> Result<GatewayStatusView, ErrorBody> {
     match ask_gateway(edge, &key.account, &authed(key, GatewayOp::Status)).await? {
         GatewayReply::Status(view) => Ok(view),
         other => Err(unexpected_gateway(&other)),
@@ -384,7 +393,7 @@ async fn status_view(edge: &Edge, key: &ParsedKey) -> Result<GatewayStatusView, 
 
 /// `gateway.status`.
 pub(super) async fn status(edge: &Edge, key: &ParsedKey) -> OpResult {
-    let view = status_view(edge, key).await?;
+    let view = gateway_status_view(edge, key).await?;
     value(&wire_gateway(&key.account, &view))
 }
 
@@ -398,7 +407,7 @@ pub(super) async fn amend(
     if request.password.is_some() {
         return Err(bad_request("gateway.amend does not change the password"));
     }
-    let current = status_view(edge, key).await?;
+    let current = gateway_status_view(edge, key).await?;
     if current.status == GatewayStatus::Certified {
         return Err(gateway_refusal(GatewayError::Certified));
     }

@@ -29,6 +29,14 @@ pub struct EdgeMetrics {
     pub window_end_certified: Counter,
     /// Gateways this node rejected at a window's end.
     pub window_end_rejected: Counter,
+    /// Campaign notices queued for this node's connections on publication.
+    pub campaign_notices_pushed: Counter,
+    /// Campaign notices not queued because a connection's queue was full or closed.
+    pub campaign_notices_dropped: Counter,
+    /// Allocations gateways asked this node for.
+    pub allocations_requested: Counter,
+    /// Allocations answered final (allocated or refused) within the wait.
+    pub allocations_final: Counter,
 }
 
 impl EdgeMetrics {
@@ -74,6 +82,26 @@ impl EdgeMetrics {
                 "lanmesh_edge_window_end_rejected",
                 "Gateways this node rejected at the end of their monitoring window",
                 &self.window_end_rejected,
+            ),
+            (
+                "lanmesh_edge_campaign_notices_pushed",
+                "Campaign notices queued for this node's connections when the campaign was published",
+                &self.campaign_notices_pushed,
+            ),
+            (
+                "lanmesh_edge_campaign_notices_dropped",
+                "Campaign notices not queued because a connection's queue was full or closed",
+                &self.campaign_notices_dropped,
+            ),
+            (
+                "lanmesh_edge_allocations_requested",
+                "Allocations gateways asked this node for",
+                &self.allocations_requested,
+            ),
+            (
+                "lanmesh_edge_allocations_final",
+                "Allocations this node answered with a final result (allocated or refused) within the wait",
+                &self.allocations_final,
             ),
         ];
         for (name, help, counter) in counters {

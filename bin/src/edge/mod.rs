@@ -9,6 +9,9 @@
 //! session's actor ([`sessions`]), which writes them to every connection attached to it.
 
 pub mod auth;
+pub mod campaign_notices;
+pub mod campaign_ops;
+pub mod campaign_wire;
 pub mod certification_sweep;
 pub mod client_address;
 pub mod connection;
@@ -39,7 +42,7 @@ use lanmesh_bus::shard_map::ShardMap;
 use lanmesh_bus::{
     Delivery, Destination, Envelope, HandlerOutcome, NodeId, PublishOptions, Transport,
 };
-use lanmesh_storage::MessageStore;
+use lanmesh_storage::{MessageStore, PresenceSampleStore};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -82,6 +85,8 @@ pub struct EdgeLimits {
     pub request_timeout: Duration,
     /// How large a registered venue segment may be.
     pub segment_limits: SegmentLimits,
+    /// How long `gateway.allocate` waits for allocations to become final.
+    pub allocation_wait: Duration,
 }
 
 /// What the edge needs from the node.
@@ -104,6 +109,8 @@ pub struct EdgeDependencies {
     pub trusted_proxies: TrustedProxies,
     /// The domain time (key expiry, presence sample times), shared with the entity host.
     pub clock: DomainClock,
+    /// The presence samples (the first monitor's figures for campaign eligibility).
+    pub presence: Arc<dyn PresenceSampleStore>,
 }
 
 /// What partner-site login needs on every node: the client of the sites and the key that
@@ -129,6 +136,8 @@ pub struct Edge {
     stopping: tokio::sync::watch::Sender<bool>,
     /// Which venue segment a client address belongs to.
     venues: venues::VenueIndex,
+    /// The campaigns in force and the connections their notices go to.
+    campaigns: campaign_notices::CampaignNotices,
 }
 
 impl Edge {
@@ -159,6 +168,7 @@ impl Edge {
                 on_detached,
                 stopping: tokio::sync::watch::Sender::new(false),
                 venues: venues::VenueIndex::default(),
+                campaigns: campaign_notices::CampaignNotices::default(),
             }
         }))
     }
@@ -325,12 +335,20 @@ impl Edge {
 }
 
 impl Edge {
-    /// Routes a gateway entity's push (a certification result) to the gateway's connection.
+    /// Routes a gateway entity's push (a certification result, a reward, a client's unit
+    /// request) to the gateway's connection.
     fn route_gateway_push(&self, batch: &SessionPushes) {
         let frame_opt = match lanmesh_actors::entities::decode::<GatewayPush>(&batch.push) {
             Ok(GatewayPush::Certification(record)) => sessions::encode_push(
                 "gateway.certification",
                 &gateway_ops::wire_certification(&record),
+            ),
+            Ok(GatewayPush::Reward(reward)) => {
+                sessions::encode_push("gateway.reward", &sessions::wire_reward(&reward))
+            }
+            Ok(GatewayPush::UnitRequest(record)) => sessions::encode_push(
+                "gateway.unit_request",
+                &sessions::wire_unit_request(&record),
             ),
             Err(error) => {
                 tracing::warn!(error = %error, "undecodable push dropped");
@@ -360,6 +378,7 @@ impl ErrorBody {
             message: message.into(),
             accounts: Vec::new(),
             retry_after_ms: None,
+            reasons: Vec::new(),
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::edge::protocol::{
     WireOutgoingRequest, WireRequest, WireStatus, WireWidgetEntry,
 };
 use crate::edge::sessions::{ConnectionLink, SessionActor, wire_hint, wire_status};
-use crate::edge::{gateway_ops, partner_ops};
+use crate::edge::{campaign_ops, gateway_ops, partner_ops};
 use actix::Addr;
 use lanmesh_actors::entities::gateway::GatewayRequest;
 use lanmesh_actors::entities::segment::ClientEvent;
@@ -85,11 +85,17 @@ impl ConnectionContext {
             edge.limits.session_timing,
             &ignore_detach,
         );
+        edge.gateway_joins_notices(&self.link, &gateway_id);
         self.attached().push((session_id.clone(), address));
         *self
             .gateway_opt
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((gateway_id, session_id));
+    }
+
+    /// The client's address.
+    pub(super) fn peer_ip(&self) -> Option<IpAddr> {
+        self.peer_ip_opt
     }
 
     /// The gateway logged in on this connection: (gateway id, session id).
@@ -250,6 +256,38 @@ async fn dispatch(
         "gateway.status" => {
             let key = authenticate(key_opt)?;
             gateway_ops::status(edge, &key).await
+        }
+        "gateway.campaigns" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_campaigns(edge, &key).await
+        }
+        "gateway.enrol" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_enrol(edge, &key, body(op, &body_value)?).await
+        }
+        "gateway.allocate" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_allocate(edge, &key, body(op, &body_value)?).await
+        }
+        "gateway.void" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_void(edge, &key, body(op, &body_value)?).await
+        }
+        "gateway.allocation_results" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_allocation_results(edge, &key, body(op, &body_value)?).await
+        }
+        "gateway.ledger" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_ledger(edge, &key, body(op, &body_value)?).await
+        }
+        "gateway.unit_requests" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_unit_requests(edge, &key, body(op, &body_value)?).await
+        }
+        "gateway.report_usage" => {
+            let key = authenticate(key_opt)?;
+            campaign_ops::gateway_report_usage(edge, &key, body(op, &body_value)?).await
         }
         _ => {
             let key = authenticate(key_opt)?;
@@ -413,6 +451,7 @@ pub async fn connection_closed(edge: &Edge, context: &ConnectionContext) {
                 .await;
         }
     }
+    edge.campaigns.leave(context.link.connection_id);
     if let Some((gateway_id, session_id)) = context.gateway() {
         let request = GatewayRequest::Offline { session_id };
         edge.tell_entity(EntityKind::Gateway, &gateway_id, &request)
@@ -517,6 +556,7 @@ fn attach(edge: &Edge, context: &ConnectionContext, account: &str, session_id: &
         edge.limits.session_timing,
         &edge.on_detached,
     );
+    edge.client_joins_notices(&context.link, context.peer_ip_opt);
     attached.retain(|(id, _)| id != session_id);
     attached.push((session_id.to_owned(), address));
 }
@@ -587,7 +627,7 @@ fn check_accounts(accounts: &[String], limit: usize, what: &str) -> Result<(), E
 }
 
 /// Asks the key's account to do `op` on behalf of the key's session.
-async fn ask_session(
+pub(super) async fn ask_session(
     edge: &Edge,
     key: &ParsedKey,
     op: SessionOp,
@@ -621,6 +661,13 @@ async fn authed(
     body_value: rmpv::Value,
 ) -> OpResult {
     match op {
+        "campaign.list" => campaign_ops::client_campaigns(edge, context, key).await,
+        "campaign.enrol" => {
+            campaign_ops::client_enrol(edge, context, key, body(op, &body_value)?).await
+        }
+        "campaign.request_units" => {
+            campaign_ops::client_request_units(edge, context, key, body(op, &body_value)?).await
+        }
         "partner.contacts" => {
             partner_ops::partner_contacts(edge, key, body(op, &body_value)?).await
         }

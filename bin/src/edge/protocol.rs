@@ -52,6 +52,9 @@ pub struct ErrorBody {
     /// When to try again (`rate_limited`, `locked_out`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// Why a venue is not eligible (`not_eligible`), one sentence each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
 }
 
 /// Every error a client can get.
@@ -120,6 +123,17 @@ pub enum ErrorCode {
     PartnerBadAnswer,
     /// A registered segment overlaps another venue's (the message names them).
     SegmentConflict,
+    /// No campaign has this id.
+    NoSuchCampaign,
+    /// The campaign does not take this request now (not published, closed, enrolment not
+    /// open; the message says which).
+    CampaignNotOpen,
+    /// The venue does not meet the campaign's eligibility now (`reasons` says why).
+    NotEligible,
+    /// The venue is not enrolled in the campaign.
+    NotEnrolled,
+    /// The campaign has no units left for another venue.
+    BudgetExhausted,
 }
 
 /// `hello`: negotiates the protocol version.
@@ -817,6 +831,9 @@ pub struct GatewayStatusReply {
     pub window_starts_at_ms: u64,
     /// Results, oldest first.
     pub history: Vec<WireCertification>,
+    /// Rewards the venue won in campaigns, oldest first.
+    #[serde(default)]
+    pub rewards: Vec<WireReward>,
 }
 
 /// Reply to `gateway.login`.
@@ -832,3 +849,55 @@ pub struct GatewayLoginReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undelivered: Option<WireCertification>,
 }
+
+/// A reward won in a campaign: push `campaign.reward` to the winning account's client
+/// sessions and `gateway.reward` to the winning venue's gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireReward {
+    /// The campaign that granted it (one reward per campaign per winner).
+    pub campaign_id: String,
+    /// The campaign's title.
+    pub campaign_title: String,
+    /// The winner's place in the ranking, from 1.
+    pub rank: u32,
+    /// The winner's score.
+    pub score: u64,
+    /// What is granted, as the operator wrote it.
+    pub text: String,
+    /// When the campaign closed.
+    pub granted_at_ms: u64,
+}
+
+/// Push `campaign.reward` and `gateway.reward`.
+pub type RewardPush = WireReward;
+
+/// Push `campaign.units_issued`: a campaign's quota ledger issued units to the account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitsIssuedPush {
+    /// The campaign.
+    pub campaign_id: String,
+    /// The venue's gateway whose quota the units came from.
+    pub gateway_id: String,
+    /// How many units.
+    pub units: u64,
+}
+
+/// A client's request for campaign units, as its venue's gateway sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireUnitRequest {
+    /// The client's id for the request.
+    pub request_id: String,
+    /// The campaign.
+    pub campaign_id: String,
+    /// The asking account.
+    pub account: String,
+    /// How many units it asks for.
+    pub units: u64,
+    /// Its note for the venue's admin.
+    pub note: String,
+    /// When the gateway received it.
+    pub at_ms: u64,
+}
+
+/// Push `gateway.unit_request`.
+pub type UnitRequestPush = WireUnitRequest;

@@ -5,9 +5,12 @@
 
 use crate::edge::protocol::{
     ByPush, CallSignalPush, FriendAcceptedPush, FriendsSharedPush, PresencePush, ReceiptPush,
-    ServerFrame, SessionEndedPush, WireHint, WireMessage, WireRequest, WireStatus,
+    ServerFrame, SessionEndedPush, UnitsIssuedPush, WireHint, WireMessage, WireRequest, WireReward,
+    WireStatus, WireUnitRequest,
 };
 use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler, Message, SpawnHandle};
+use lanmesh_actors::model::gateway::UnitRequestRecord;
+use lanmesh_actors::model::reward::Reward;
 use lanmesh_actors::model::user::{SessionPush, Status, UnreadHint};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -295,6 +298,30 @@ pub fn wire_hint(from: &str, hint: &UnreadHint) -> WireHint {
     }
 }
 
+/// The client's (and the gateway's) view of a reward won in a campaign.
+pub fn wire_reward(reward: &Reward) -> WireReward {
+    WireReward {
+        campaign_id: reward.campaign_id.clone(),
+        campaign_title: reward.campaign_title.clone(),
+        rank: reward.rank,
+        score: reward.score,
+        text: reward.text.clone(),
+        granted_at_ms: reward.granted_at_unix_ms,
+    }
+}
+
+/// The gateway's view of a client's request for campaign units.
+pub fn wire_unit_request(record: &UnitRequestRecord) -> WireUnitRequest {
+    WireUnitRequest {
+        request_id: record.request_id.clone(),
+        campaign_id: record.campaign_id.clone(),
+        account: record.account_id.clone(),
+        units: record.units,
+        note: record.note.clone(),
+        at_ms: record.at_unix_ms,
+    }
+}
+
 /// Encodes a push (other than presence, which is coalesced) as a frame.
 fn push_frame(session_id: &str, account: &str, push: SessionPush) -> Option<Vec<u8>> {
     match push {
@@ -373,6 +400,21 @@ fn push_frame(session_id: &str, account: &str, push: SessionPush) -> Option<Vec<
             &SessionEndedPush {
                 session: session_id.to_owned(),
                 reason,
+            },
+        ),
+        SessionPush::CampaignReward(reward) => {
+            encode_push("campaign.reward", &wire_reward(&reward))
+        }
+        SessionPush::UnitsIssued {
+            campaign_id,
+            gateway_id,
+            units,
+        } => encode_push(
+            "campaign.units_issued",
+            &UnitsIssuedPush {
+                campaign_id,
+                gateway_id,
+                units,
             },
         ),
     }

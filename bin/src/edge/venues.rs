@@ -26,6 +26,11 @@ pub struct VenueIndex {
 impl VenueIndex {
     /// The segment a client address belongs to.
     pub fn segment_of(&self, address: IpAddr) -> Option<Segment> {
+        self.venue_of(address).map(|(segment, _gateway_id)| segment)
+    }
+
+    /// The venue a client address belongs to: its segment and the segment's gateway.
+    pub fn venue_of(&self, address: IpAddr) -> Option<(Segment, String)> {
         let current = self
             .current
             .read()
@@ -33,7 +38,7 @@ impl VenueIndex {
         current
             .1
             .lookup(address)
-            .map(|(segment, _gateway_id)| *segment)
+            .map(|(segment, gateway_id)| (*segment, gateway_id.clone()))
     }
 
     /// Every gateway holding a segment.

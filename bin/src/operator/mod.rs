@@ -15,6 +15,15 @@
 //! - `GET  /api/v1/segment-figures?segment=CIDR&from_ms=..&to_ms=..`: the first monitor's
 //!   figures of one segment over a window.
 //!
+//! - `POST /api/v1/campaigns`: create a campaign (a draft); `GET /api/v1/campaigns`: all;
+//! - `GET  /api/v1/campaigns/{campaign_id}`: one, with its enrolled venues and results;
+//! - `POST /api/v1/campaigns/{campaign_id}/publish`: publish it; its notice goes out;
+//! - `GET  /api/v1/campaigns/{campaign_id}/standings`: users' and venues' scores and ranks;
+//! - `POST /api/v1/campaigns/{campaign_id}/close`: close it, pick winners, deliver rewards;
+//! - `GET  /api/v1/campaigns/{campaign_id}/ledgers/{gateway_id}`: a venue's balances and
+//!   whether its stored journal replays to them;
+//! - `GET  /api/v1/campaigns/{campaign_id}/claims/{account_id}`: an account's one claim.
+//!
 //! - `GET  /api/v1/clock`: this node's domain clock;
 //! - `POST /api/v1/clock/advance`: move it forward (`clock.allow_simulation` nodes only).
 //!
@@ -27,6 +36,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+mod campaigns;
 pub mod clock;
 mod partners;
 mod venues;
@@ -151,6 +161,32 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .route(
             "/api/v1/segment-figures",
             web::get().to(venues::get_segment_figures),
+        )
+        .route("/api/v1/campaigns", web::post().to(campaigns::create))
+        .route("/api/v1/campaigns", web::get().to(campaigns::list))
+        .route(
+            "/api/v1/campaigns/{campaign_id}",
+            web::get().to(campaigns::get),
+        )
+        .route(
+            "/api/v1/campaigns/{campaign_id}/publish",
+            web::post().to(campaigns::publish),
+        )
+        .route(
+            "/api/v1/campaigns/{campaign_id}/standings",
+            web::get().to(campaigns::standings),
+        )
+        .route(
+            "/api/v1/campaigns/{campaign_id}/close",
+            web::post().to(campaigns::close),
+        )
+        .route(
+            "/api/v1/campaigns/{campaign_id}/ledgers/{gateway_id}",
+            web::get().to(campaigns::get_ledger),
+        )
+        .route(
+            "/api/v1/campaigns/{campaign_id}/claims/{account_id}",
+            web::get().to(campaigns::get_claim),
         )
         .route("/api/v1/clock", web::get().to(clock::get_clock))
         .route(

@@ -430,3 +430,193 @@ fn a_window_is_certified_once_at_its_end_and_never_early_or_twice() {
     assert_eq!(state.window_due_unix_ms(2), Some(DAY_10 + 12 * DAY_MS));
     assert_eq!(GatewayState::default().window_due_unix_ms(2), None);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Campaigns: rewards and clients' unit requests (S0 steps 11 and 13)
+// ---------------------------------------------------------------------------------------------
+
+fn reward(campaign_id: &str) -> Reward {
+    Reward {
+        campaign_id: campaign_id.to_owned(),
+        campaign_title: format!("{campaign_id} title"),
+        rank: 1,
+        score: 400,
+        text: "a new router".to_owned(),
+        granted_at_unix_ms: DAY_10,
+    }
+}
+
+fn online(now_unix_ms: u64) -> GatewayState {
+    let mut state = registered(now_unix_ms);
+    state
+        .online("g1".to_owned(), "node-a".to_owned(), key(), now_unix_ms)
+        .unwrap();
+    state
+}
+
+/// Records the request `request_id` of `account_id` for 5 units of `campaign_id`.
+fn request_units(
+    state: &mut GatewayState,
+    request_id: &str,
+    campaign_id: &str,
+    account_id: &str,
+    now_unix_ms: u64,
+) -> GatewayResult<bool> {
+    state.record_unit_request(
+        request_id.to_owned(),
+        campaign_id.to_owned(),
+        account_id.to_owned(),
+        5,
+        "for the weekend".to_owned(),
+        now_unix_ms,
+    )
+}
+
+fn unit_request(request_id: &str, campaign_id: &str, at_unix_ms: u64) -> UnitRequestRecord {
+    UnitRequestRecord {
+        request_id: request_id.to_owned(),
+        campaign_id: campaign_id.to_owned(),
+        account_id: "alice".to_owned(),
+        units: 5,
+        note: "for the weekend".to_owned(),
+        at_unix_ms,
+    }
+}
+
+fn request_ids(records: &[UnitRequestRecord]) -> Vec<&str> {
+    records
+        .iter()
+        .map(|record| record.request_id.as_str())
+        .collect()
+}
+
+#[test]
+fn a_reward_is_kept_once_and_pushed_when_online() {
+    let mut state = online(DAY_10);
+    let (changed, effects) = state.grant_reward(reward("c-1")).unwrap();
+    assert!(changed);
+    assert_eq!(
+        pushes(&effects),
+        vec![("g1", &GatewayPush::Reward(reward("c-1")))]
+    );
+    assert!(effects.contains(&GatewayEffect::Audit {
+        action: "campaign.reward",
+        detail: "campaign=c-1 rank=1".to_owned(),
+    }));
+
+    let before = state.clone();
+    assert_eq!(state.grant_reward(reward("c-1")), Ok((false, Vec::new())));
+    assert_eq!(state, before);
+
+    // Offline: kept, shown in the status, nothing pushed.
+    state.offline("g1", DAY_10 + 1).unwrap();
+    let (changed, effects) = state.grant_reward(reward("c-2")).unwrap();
+    assert!(changed);
+    assert!(pushes(&effects).is_empty());
+    assert_eq!(state.rewards, vec![reward("c-1"), reward("c-2")]);
+}
+
+#[test]
+fn campaign_messages_to_an_unregistered_gateway_are_refused() {
+    let mut state = GatewayState::default();
+    assert_eq!(
+        state.grant_reward(reward("c-1")),
+        Err(GatewayError::NotRegistered)
+    );
+    assert_eq!(
+        request_units(&mut state, "r-1", "c-1", "alice", DAY_10),
+        Err(GatewayError::NotRegistered)
+    );
+    assert_eq!(state, GatewayState::default());
+}
+
+#[test]
+fn a_unit_request_is_kept_once_and_pushed_when_online() {
+    let mut state = online(DAY_10);
+    let (changed, effects) = request_units(&mut state, "r-1", "c-1", "alice", DAY_10 + 5).unwrap();
+    assert!(changed);
+    assert_eq!(
+        pushes(&effects),
+        vec![(
+            "g1",
+            &GatewayPush::UnitRequest(unit_request("r-1", "c-1", DAY_10 + 5))
+        )]
+    );
+    assert!(effects.contains(&GatewayEffect::Audit {
+        action: "campaign.unit_request",
+        detail: "request=r-1 campaign=c-1 account=alice units=5".to_owned(),
+    }));
+
+    // A redelivery (same id, even a later one) changes nothing and pushes nothing.
+    let before = state.clone();
+    assert_eq!(
+        request_units(&mut state, "r-1", "c-1", "alice", DAY_10 + 9),
+        Ok((false, Vec::new()))
+    );
+    assert_eq!(state, before);
+
+    state.offline("g1", DAY_10 + 10).unwrap();
+    let (changed, effects) = request_units(&mut state, "r-2", "c-2", "alice", DAY_10 + 11).unwrap();
+    assert!(changed);
+    assert!(pushes(&effects).is_empty());
+    assert_eq!(
+        state.unit_requests,
+        vec![
+            unit_request("r-1", "c-1", DAY_10 + 5),
+            unit_request("r-2", "c-2", DAY_10 + 11)
+        ]
+    );
+}
+
+#[test]
+fn unit_requests_are_listed_newest_first_by_campaign() {
+    let mut state = registered(DAY_10);
+    for (index, (request_id, campaign_id)) in [("r-1", "c-1"), ("r-2", "c-2"), ("r-3", "c-1")]
+        .into_iter()
+        .enumerate()
+    {
+        request_units(
+            &mut state,
+            request_id,
+            campaign_id,
+            "alice",
+            DAY_10 + index as u64,
+        )
+        .unwrap();
+    }
+    fn check(state: &GatewayState, campaign_id_opt: Option<&str>, expected: &[&str]) {
+        assert_eq!(
+            request_ids(&state.unit_requests(campaign_id_opt)),
+            expected,
+            "{campaign_id_opt:?}"
+        );
+    }
+    check(&state, None, &["r-3", "r-2", "r-1"]);
+    check(&state, Some("c-1"), &["r-3", "r-1"]);
+    check(&state, Some("c-2"), &["r-2"]);
+    check(&state, Some("c-9"), &[]);
+}
+
+#[test]
+fn unit_requests_are_bounded_and_the_oldest_is_forgotten() {
+    let mut state = registered(DAY_10);
+    for index in 0..=UNIT_REQUESTS_KEPT {
+        request_units(&mut state, &format!("r-{index}"), "c-1", "alice", DAY_10).unwrap();
+    }
+    assert_eq!(state.unit_requests.len(), UNIT_REQUESTS_KEPT);
+    assert_eq!(
+        state
+            .unit_requests
+            .first()
+            .map(|record| record.request_id.as_str()),
+        Some("r-1")
+    );
+    let newest = format!("r-{UNIT_REQUESTS_KEPT}");
+    assert_eq!(
+        state
+            .unit_requests
+            .last()
+            .map(|record| record.request_id.as_str()),
+        Some(newest.as_str())
+    );
+}

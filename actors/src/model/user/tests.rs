@@ -2209,3 +2209,334 @@ fn a_partner_login_never_takes_over_another_account() {
         Err(UserError::NoSuchAccount)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Campaigns: rewards, issued units, usage and enrolments (S0 steps 8, 11, 12 and 13)
+// ---------------------------------------------------------------------------------------------
+
+fn reward(campaign_id: &str, rank: u32) -> Reward {
+    Reward {
+        campaign_id: campaign_id.to_owned(),
+        campaign_title: format!("{campaign_id} title"),
+        rank,
+        score: 90,
+        text: "a free hour".to_owned(),
+        granted_at_unix_ms: 500,
+    }
+}
+
+/// Alice with a connected client session `c1`, a disconnected client session `c2` and a
+/// widget session `w1`: campaign news goes to `c1` only.
+fn alice_with_three_sessions() -> UserState {
+    let mut state = registered("alice");
+    open(&mut state, "c1", "n1", SessionMode::Client, 10);
+    open(&mut state, "c2", "n2", SessionMode::Client, 11);
+    open(&mut state, "w1", "n1", SessionMode::Widget, 12);
+    state.disconnected("c2", 13).unwrap();
+    state
+}
+
+fn units_issued_push(campaign_id: &str, gateway_id: &str, units: u64) -> SessionPush {
+    SessionPush::UnitsIssued {
+        campaign_id: campaign_id.to_owned(),
+        gateway_id: gateway_id.to_owned(),
+        units,
+    }
+}
+
+fn issued(gateway_id: &str, transfer_id: u64, units: u64, used_units: u64) -> IssuedUnits {
+    IssuedUnits {
+        gateway_id: gateway_id.to_owned(),
+        transfer_id,
+        units,
+        used_units,
+        issued_at_unix_ms: 100,
+    }
+}
+
+fn holding_of<'a>(state: &'a UserState, campaign_id: &str) -> Option<&'a CampaignHolding> {
+    state
+        .campaign_holdings
+        .iter()
+        .find(|holding| holding.campaign_id == campaign_id)
+}
+
+#[test]
+fn a_reward_is_kept_once_and_pushed_to_connected_client_sessions() {
+    let mut state = alice_with_three_sessions();
+    let (changed, effects) = state.grant_reward(reward("c-1", 2)).unwrap();
+    assert!(changed);
+    assert_eq!(
+        without_audits(&effects),
+        vec![push(
+            "n1",
+            "c1",
+            SessionPush::CampaignReward(reward("c-1", 2))
+        )]
+    );
+    assert!(effects.contains(&UserEffect::Audit {
+        action: "campaign.reward",
+        detail: "campaign=c-1 rank=2".to_owned(),
+    }));
+    assert_eq!(state.rewards, vec![reward("c-1", 2)]);
+
+    // A redelivery, or another grant of the same campaign, changes nothing.
+    let before = state.clone();
+    assert_eq!(
+        state.grant_reward(reward("c-1", 2)),
+        Ok((false, Vec::new()))
+    );
+    assert_eq!(
+        state.grant_reward(reward("c-1", 1)),
+        Ok((false, Vec::new()))
+    );
+    assert_eq!(state, before);
+
+    let (changed, _) = state.grant_reward(reward("c-2", 1)).unwrap();
+    assert!(changed);
+    assert_eq!(state.rewards, vec![reward("c-1", 2), reward("c-2", 1)]);
+}
+
+#[test]
+fn campaign_messages_to_an_account_that_does_not_exist_change_nothing() {
+    let mut state = UserState::default();
+    assert_eq!(
+        state.grant_reward(reward("c-1", 1)),
+        Err(UserError::NoSuchAccount)
+    );
+    assert_eq!(
+        state.units_issued("c-1", "g-1", 7, 30, 100),
+        Err(UserError::NoSuchAccount)
+    );
+    assert_eq!(state.units_used("c-1", 5), Err(UserError::NoSuchAccount));
+    assert_eq!(
+        state.enrol_campaign("c-1", "g-1", 100),
+        Err(UserError::NoSuchAccount)
+    );
+    assert_eq!(state, UserState::default());
+}
+
+#[test]
+fn issued_units_are_kept_pushed_and_a_redelivery_changes_nothing() {
+    let mut state = alice_with_three_sessions();
+    let (changed, effects) = state.units_issued("c-1", "g-1", 7, 30, 100).unwrap();
+    assert!(changed);
+    assert_eq!(
+        without_audits(&effects),
+        vec![push("n1", "c1", units_issued_push("c-1", "g-1", 30))]
+    );
+    assert_eq!(audit_actions(&effects), vec!["campaign.units_issued"]);
+    assert_eq!(
+        holding_of(&state, "c-1"),
+        Some(&CampaignHolding {
+            campaign_id: "c-1".to_owned(),
+            enrolled_via_opt: None,
+            enrolled_at_unix_ms_opt: None,
+            issued_opt: Some(issued("g-1", 7, 30, 0)),
+        })
+    );
+
+    let before = state.clone();
+    assert_eq!(
+        state.units_issued("c-1", "g-1", 7, 30, 200),
+        Ok((false, Vec::new()))
+    );
+    assert_eq!(state, before);
+}
+
+#[test]
+fn another_transfer_for_the_same_campaign_keeps_the_first_and_is_audited() {
+    fn check(gateway_id: &str, transfer_id: u64) {
+        let mut state = registered("alice");
+        state.units_issued("c-1", "g-1", 7, 30, 100).unwrap();
+        let before = state.clone();
+        let (changed, effects) = state
+            .units_issued("c-1", gateway_id, transfer_id, 50, 200)
+            .unwrap();
+        assert!(!changed, "{gateway_id} {transfer_id}");
+        assert_eq!(state, before, "{gateway_id} {transfer_id}");
+        let [UserEffect::Audit { action, detail }] = effects.as_slice() else {
+            panic!("one audit note: {effects:?}");
+        };
+        assert_eq!(*action, "campaign.units_conflict");
+        assert_eq!(
+            detail,
+            &format!(
+                "campaign=c-1 kept_gateway=g-1 kept_transfer=7 kept_units=30 \
+                 other_gateway={gateway_id} other_transfer={transfer_id} other_units=50"
+            )
+        );
+    }
+    check("g-1", 8);
+    check("g-2", 7);
+    check("g-2", 9);
+}
+
+#[test]
+fn usage_only_grows_and_never_exceeds_the_units_issued() {
+    /// Reports `used_total` on a holding of 30 units of which `used_before` were used.
+    fn check(used_before: u64, used_total: u64, expected_used: u64) {
+        let mut state = registered("alice");
+        state.units_issued("c-1", "g-1", 7, 30, 100).unwrap();
+        if used_before > 0 {
+            state.units_used("c-1", used_before).unwrap();
+        }
+        let (changed, effects) = state.units_used("c-1", used_total).unwrap();
+        let used = holding_of(&state, "c-1")
+            .and_then(|holding| holding.issued_opt.as_ref())
+            .map(|issued| issued.used_units);
+        assert_eq!(used, Some(expected_used), "{used_before} then {used_total}");
+        assert_eq!(changed, expected_used != used_before);
+        assert!(effects.is_empty(), "usage pushes nothing: {effects:?}");
+    }
+    check(0, 10, 10);
+    check(10, 10, 10); // a redelivery
+    check(10, 4, 10); // a late, lower report
+    check(10, 25, 25);
+    check(10, 45, 30); // more than issued counts as all of it
+    check(30, 45, 30);
+    check(0, 0, 0);
+}
+
+#[test]
+fn usage_of_a_campaign_without_issued_units_is_ignored() {
+    let mut state = registered("alice");
+    assert_eq!(state.units_used("c-1", 5), Ok((false, Vec::new())));
+    state.enrol_campaign("c-1", "g-1", 100).unwrap();
+    let before = state.clone();
+    assert_eq!(state.units_used("c-1", 5), Ok((false, Vec::new())));
+    assert_eq!(state, before);
+}
+
+#[test]
+fn the_first_enrolment_is_kept_and_repeats_answer_it() {
+    let mut state = registered("alice");
+    let ((holding, changed), effects) = state.enrol_campaign("c-1", "g-1", 100).unwrap();
+    let enrolled = CampaignHolding {
+        campaign_id: "c-1".to_owned(),
+        enrolled_via_opt: Some("g-1".to_owned()),
+        enrolled_at_unix_ms_opt: Some(100),
+        issued_opt: None,
+    };
+    assert!(changed);
+    assert_eq!(holding, enrolled);
+    assert_eq!(
+        effects,
+        vec![UserEffect::Audit {
+            action: "campaign.enrolled",
+            detail: "campaign=c-1 gateway=g-1".to_owned(),
+        }]
+    );
+
+    let before = state.clone();
+    for gateway_id in ["g-1", "g-2"] {
+        assert_eq!(
+            state.enrol_campaign("c-1", gateway_id, 200),
+            Ok(((enrolled.clone(), false), Vec::new())),
+            "{gateway_id}"
+        );
+    }
+    assert_eq!(state, before);
+
+    for (campaign_id, gateway_id) in [("", "g-1"), ("c-2", "")] {
+        assert!(matches!(
+            state.enrol_campaign(campaign_id, gateway_id, 300),
+            Err(UserError::Invalid { .. })
+        ));
+    }
+    assert_eq!(state, before);
+}
+
+#[test]
+fn units_and_enrolment_share_one_holding_in_either_order() {
+    let mut units_first = registered("alice");
+    units_first.units_issued("c-1", "g-2", 7, 30, 100).unwrap();
+    let ((holding, changed), _) = units_first.enrol_campaign("c-1", "g-1", 150).unwrap();
+    assert!(changed);
+    assert_eq!(
+        holding,
+        CampaignHolding {
+            campaign_id: "c-1".to_owned(),
+            enrolled_via_opt: Some("g-1".to_owned()),
+            enrolled_at_unix_ms_opt: Some(150),
+            issued_opt: Some(issued("g-2", 7, 30, 0)),
+        }
+    );
+
+    let mut enrolled_first = registered("alice");
+    enrolled_first.enrol_campaign("c-1", "g-1", 150).unwrap();
+    enrolled_first
+        .units_issued("c-1", "g-2", 7, 30, 100)
+        .unwrap();
+    assert_eq!(enrolled_first.campaign_holdings, vec![holding]);
+    assert_eq!(
+        units_first.campaign_holdings,
+        enrolled_first.campaign_holdings
+    );
+}
+
+#[test]
+fn holdings_are_bounded_and_the_oldest_is_forgotten() {
+    let mut state = registered("alice");
+    for index in 0..CAMPAIGN_HOLDINGS_KEPT {
+        state
+            .enrol_campaign(&format!("c-{index}"), "g-1", 100)
+            .unwrap();
+    }
+    assert_eq!(state.campaign_holdings.len(), CAMPAIGN_HOLDINGS_KEPT);
+    assert!(holding_of(&state, "c-0").is_some());
+
+    // The 257th holding (here through issued units) forgets the oldest.
+    state.units_issued("c-new", "g-1", 1, 5, 200).unwrap();
+    assert_eq!(state.campaign_holdings.len(), CAMPAIGN_HOLDINGS_KEPT);
+    assert!(holding_of(&state, "c-0").is_none());
+    assert_eq!(
+        state
+            .campaign_holdings
+            .first()
+            .map(|holding| holding.campaign_id.as_str()),
+        Some("c-1")
+    );
+    assert_eq!(
+        state
+            .campaign_holdings
+            .last()
+            .map(|holding| holding.campaign_id.as_str()),
+        Some("c-new")
+    );
+
+    // Updating a kept holding forgets nothing.
+    state.units_issued("c-1", "g-1", 2, 5, 300).unwrap();
+    assert_eq!(state.campaign_holdings.len(), CAMPAIGN_HOLDINGS_KEPT);
+    assert!(holding_of(&state, "c-2").is_some());
+}
+
+#[test]
+fn campaigns_lists_holdings_and_rewards_oldest_first() {
+    let mut state = registered("alice");
+    assert_eq!(state.campaigns(), (Vec::new(), Vec::new()));
+    state.enrol_campaign("c-1", "g-1", 100).unwrap();
+    state.units_issued("c-2", "g-1", 3, 10, 110).unwrap();
+    state.grant_reward(reward("c-1", 1)).unwrap();
+    let (holdings, rewards) = state.campaigns();
+    let campaign_ids: Vec<&str> = holdings
+        .iter()
+        .map(|holding| holding.campaign_id.as_str())
+        .collect();
+    assert_eq!(campaign_ids, vec!["c-1", "c-2"]);
+    assert_eq!(rewards, vec![reward("c-1", 1)]);
+}
+
+#[test]
+fn a_state_saved_before_campaigns_still_loads() {
+    let mut state = registered("alice");
+    state.grant_reward(reward("c-1", 1)).unwrap();
+    state.enrol_campaign("c-1", "g-1", 100).unwrap();
+    let mut json = serde_json::to_value(&state).unwrap();
+    let fields = json.as_object_mut().unwrap();
+    fields.remove("rewards");
+    fields.remove("campaign_holdings");
+    let loaded: UserState = serde_json::from_value(json).unwrap();
+    assert!(loaded.rewards.is_empty() && loaded.campaign_holdings.is_empty());
+    assert_eq!(loaded.account_opt, state.account_opt);
+}
