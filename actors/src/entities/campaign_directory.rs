@@ -65,33 +65,22 @@ impl EntityBehavior for CampaignDirectoryEntity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entities::decode;
-    use crate::host::behavior::OwnerStamp;
+    use crate::entities::test_support::handle_request;
+
     use crate::model::campaign::{CampaignKind, CampaignStatus};
     use crate::model::entity_kind::CAMPAIGN_DIRECTORY_ID;
     use std::collections::BTreeSet;
-    use uuid::Uuid;
 
     fn handle(
         state: &mut CampaignDirectoryState,
         request: &CampaignDirectoryRequest,
     ) -> (CampaignDirectoryReply, Effects) {
-        let owner = OwnerStamp {
-            node_id: "node-a".to_owned(),
-            epoch: 1,
-        };
-        let payload = encode(request).unwrap();
-        let message = IncomingMessage {
-            entity_id: CAMPAIGN_DIRECTORY_ID,
-            msg_id: Uuid::now_v7(),
-            sender_entity_opt: None,
-            payload: &payload,
-            owner: &owner,
-            now_unix_ms: 1_000,
-        };
-        let effects = CampaignDirectoryEntity::handle(state, &message).unwrap();
-        let reply = decode(effects.reply_opt.as_deref().unwrap()).unwrap();
-        (reply, effects)
+        handle_request::<CampaignDirectoryEntity, _, _>(
+            state,
+            CAMPAIGN_DIRECTORY_ID,
+            request,
+            1_000,
+        )
     }
 
     fn listing(status: CampaignStatus, campaign_revision: u64) -> CampaignListing {

@@ -329,30 +329,15 @@ impl EntityBehavior for GatewayEntity {
 mod tests {
     use super::*;
     use crate::entities::decode;
-    use crate::host::behavior::OwnerStamp;
+    use crate::entities::test_support::{handle_request, pushed};
+
     use crate::model::segment::{SegmentLimits, parse_segment};
     use crate::model::user::SessionPush;
-    use uuid::Uuid;
 
     const NOW: u64 = 5_000;
 
     fn handle(state: &mut GatewayState, request: &GatewayRequest) -> (GatewayReply, Effects) {
-        let owner = OwnerStamp {
-            node_id: "node-a".to_owned(),
-            epoch: 1,
-        };
-        let payload = encode(request).unwrap();
-        let message = IncomingMessage {
-            entity_id: "gw-1",
-            msg_id: Uuid::now_v7(),
-            sender_entity_opt: None,
-            payload: &payload,
-            owner: &owner,
-            now_unix_ms: NOW,
-        };
-        let effects = GatewayEntity::handle(state, &message).unwrap();
-        let reply = decode(effects.reply_opt.as_deref().unwrap()).unwrap();
-        (reply, effects)
+        handle_request::<GatewayEntity, _, _>(state, "gw-1", request, NOW)
     }
 
     /// A registered gateway, online in session `gs-1` with key hash `key-1` when `online`.
@@ -404,14 +389,6 @@ mod tests {
             note: "please".to_owned(),
             request_id: request_id.to_owned(),
         }
-    }
-
-    fn pushed(effects: &Effects) -> Vec<(String, GatewayPush)> {
-        effects
-            .pushes
-            .iter()
-            .map(|push| (push.session_id.clone(), decode(&push.payload).unwrap()))
-            .collect()
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub mod segment;
 pub mod segment_directory;
 pub mod user;
 
+#[cfg(test)]
+mod test_support;
+
 use lanmesh_bus::codec::{CodecError, FrameLimits, decode_message, encode_message};
 use serde::Serialize;
 use serde::de::DeserializeOwned;

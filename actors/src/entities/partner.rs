@@ -107,27 +107,11 @@ impl EntityBehavior for PartnerEntity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entities::decode;
-    use crate::host::behavior::OwnerStamp;
-    use uuid::Uuid;
+    use crate::entities::test_support::handle_request;
 
     fn handle(state: &mut PartnerRegistry, request: &PartnerRequest) -> (PartnerReply, Effects) {
-        let owner = OwnerStamp {
-            node_id: "node-a".to_owned(),
-            epoch: 1,
-        };
-        let payload = encode(request).unwrap();
-        let message = IncomingMessage {
-            entity_id: crate::model::entity_kind::PARTNER_REGISTRY_ID,
-            msg_id: Uuid::now_v7(),
-            sender_entity_opt: None,
-            payload: &payload,
-            owner: &owner,
-            now_unix_ms: 1_000,
-        };
-        let effects = PartnerEntity::handle(state, &message).unwrap();
-        let reply = decode(effects.reply_opt.as_deref().unwrap()).unwrap();
-        (reply, effects)
+        let registry = crate::model::entity_kind::PARTNER_REGISTRY_ID;
+        handle_request::<PartnerEntity, _, _>(state, registry, request, 1_000)
     }
 
     fn save(enabled: bool, secret_opt: Option<&[u8]>) -> PartnerRequest {

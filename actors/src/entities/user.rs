@@ -578,29 +578,14 @@ fn translate(effects: Vec<UserEffect>) -> Result<Effects, HandleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::behavior::OwnerStamp;
+    use crate::entities::test_support::{handle_request, pushed};
+
     use crate::model::user::{CampaignHolding, SessionMode, SessionPush};
-    use uuid::Uuid;
 
     const NOW: u64 = 1_000;
 
     fn handle(state: &mut UserState, request: &UserRequest) -> (UserReply, Effects) {
-        let owner = OwnerStamp {
-            node_id: "node-a".to_owned(),
-            epoch: 1,
-        };
-        let payload = encode(request).unwrap();
-        let message = IncomingMessage {
-            entity_id: "alice",
-            msg_id: Uuid::now_v7(),
-            sender_entity_opt: None,
-            payload: &payload,
-            owner: &owner,
-            now_unix_ms: NOW,
-        };
-        let effects = UserEntity::handle(state, &message).unwrap();
-        let reply = decode(effects.reply_opt.as_deref().unwrap()).unwrap();
-        (reply, effects)
+        handle_request::<UserEntity, _, _>(state, "alice", request, NOW)
     }
 
     /// Alice registered, with a client session `s1` on `node-a` whose key hash is `key-1`.
@@ -651,14 +636,6 @@ mod tests {
             .audit
             .iter()
             .map(|note| note.action.as_str())
-            .collect()
-    }
-
-    fn pushed(effects: &Effects) -> Vec<(String, SessionPush)> {
-        effects
-            .pushes
-            .iter()
-            .map(|push| (push.session_id.clone(), decode(&push.payload).unwrap()))
             .collect()
     }
 

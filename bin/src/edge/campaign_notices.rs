@@ -21,7 +21,7 @@ use lanmesh_actors::model::campaign_directory::CampaignListing;
 use lanmesh_actors::model::entity_kind::{CAMPAIGN_DIRECTORY_ID, EntityKind};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -249,14 +249,7 @@ impl Edge {
 /// Refreshes `edge`'s copy of the campaign directory every `interval` until the edge is
 /// dropped.
 pub fn spawn_refresh(edge: &Arc<Edge>, interval: Duration) {
-    let weak: Weak<Edge> = Arc::downgrade(edge);
-    actix_web::rt::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(edge) = weak.upgrade() else { return };
-            edge.refresh_campaigns().await;
-        }
+    crate::edge::spawn_periodic(edge, interval, |edge| async move {
+        edge.refresh_campaigns().await;
     });
 }

@@ -74,7 +74,8 @@ pub fn campaign_refusal(error: CampaignError) -> ErrorBody {
     ErrorBody::new(code, message)
 }
 
-fn unexpected_answer(from: &str, reply: &impl std::fmt::Debug) -> ErrorBody {
+/// An entity's answer that does not fit the request, logged, as a client error.
+pub fn unexpected_answer(from: &str, reply: &impl std::fmt::Debug) -> ErrorBody {
     tracing::error!(from, reply = ?reply, "unexpected answer from an entity");
     ErrorBody::new(ErrorCode::Unavailable, "unexpected answer from the service")
 }

@@ -370,6 +370,24 @@ impl Edge {
     }
 }
 
+/// Runs `tick` on `edge` every `interval` (the first at once) until the edge is dropped.
+pub fn spawn_periodic<Tick, Ticked>(edge: &Arc<Edge>, interval: Duration, tick: Tick)
+where
+    Tick: Fn(Arc<Edge>) -> Ticked + 'static,
+    Ticked: Future<Output = ()> + 'static,
+{
+    let weak = Arc::downgrade(edge);
+    actix_web::rt::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let Some(edge) = weak.upgrade() else { return };
+            tick(edge).await;
+        }
+    });
+}
+
 impl ErrorBody {
     /// An error with a code and a message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {

@@ -14,7 +14,7 @@ use lanmesh_actors::entities::segment_directory::{DirectoryReply, DirectoryReque
 use lanmesh_actors::model::entity_kind::{EntityKind, SEGMENT_DIRECTORY_ID};
 use lanmesh_actors::model::segment::{Segment, SegmentIndex};
 use std::net::IpAddr;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// The node's copy of the segment directory.
@@ -133,14 +133,7 @@ impl Edge {
 
 /// Refreshes `edge`'s segment index every `interval` until the edge is dropped.
 pub fn spawn_refresh(edge: &Arc<Edge>, interval: Duration) {
-    let weak: Weak<Edge> = Arc::downgrade(edge);
-    actix_web::rt::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let Some(edge) = weak.upgrade() else { return };
-            edge.refresh_venues().await;
-        }
+    crate::edge::spawn_periodic(edge, interval, |edge| async move {
+        edge.refresh_venues().await;
     });
 }

@@ -6,7 +6,7 @@
 
 use crate::edge::Edge;
 use crate::edge::campaign_ops::{
-    ask_campaign, ask_ledger, campaign_view, noticed_gateways, policy_tier_names,
+    ask_campaign, ask_ledger, campaign_view, noticed_gateways, policy_tier_names, unexpected_answer,
 };
 use crate::edge::protocol::{ErrorBody, ErrorCode};
 use crate::operator::{OperatorAuth, error_response, unexpected_reply};
@@ -59,6 +59,21 @@ pub(super) struct CreateCampaignBody {
     definition: CampaignDefinition,
 }
 
+/// Answers `outcome` as JSON with `status`, or its refusal.
+fn respond<Body: Serialize>(status: StatusCode, outcome: Result<Body, ErrorBody>) -> HttpResponse {
+    match outcome {
+        Ok(body) => HttpResponse::build(status).json(body),
+        Err(error) => refused(&error),
+    }
+}
+
+fn expect_view(reply: CampaignReply) -> Result<CampaignView, ErrorBody> {
+    match reply {
+        CampaignReply::View(view) => Ok(view),
+        other => Err(unexpected_answer("campaign", &other)),
+    }
+}
+
 /// `POST /api/v1/campaigns`: creates a campaign as a draft.
 pub(super) async fn create(
     request: HttpRequest,
@@ -75,14 +90,10 @@ pub(super) async fn create(
             definition: body.definition,
             tier_names: policy_tier_names(&edge).await?,
         };
-        ask_campaign(&edge, &body.campaign_id, &create).await
+        expect_view(ask_campaign(&edge, &body.campaign_id, &create).await?)
     }
     .await;
-    match outcome {
-        Ok(CampaignReply::View(view)) => HttpResponse::Created().json(view),
-        Ok(other) => unexpected_reply("campaign", &other),
-        Err(error) => refused(&error),
-    }
+    respond(StatusCode::CREATED, outcome)
 }
 
 /// `GET /api/v1/campaigns`: every campaign as the directory lists it.
@@ -94,7 +105,7 @@ pub(super) async fn list(
     if let Some(refusal) = auth.refusal(&request) {
         return refusal;
     }
-    match edge
+    let outcome = match edge
         .ask_entity(
             EntityKind::CampaignDirectory,
             CAMPAIGN_DIRECTORY_ID,
@@ -106,13 +117,11 @@ pub(super) async fn list(
         Ok(CampaignDirectoryReply::Listing {
             revision,
             campaigns,
-        }) => HttpResponse::Ok().json(serde_json::json!({
-            "revision": revision,
-            "campaigns": campaigns,
-        })),
-        Ok(other) => unexpected_reply("campaign directory", &other),
-        Err(error) => refused(&error),
-    }
+        }) => Ok(serde_json::json!({"revision": revision, "campaigns": campaigns})),
+        Ok(other) => Err(unexpected_answer("campaign directory", &other)),
+        Err(error) => Err(error),
+    };
+    respond(StatusCode::OK, outcome)
 }
 
 /// `GET /api/v1/campaigns/{campaign_id}`.
@@ -125,10 +134,7 @@ pub(super) async fn get(
     if let Some(refusal) = auth.refusal(&request) {
         return refusal;
     }
-    match campaign_view(&edge, &campaign_id).await {
-        Ok(view) => HttpResponse::Ok().json(view),
-        Err(error) => refused(&error),
-    }
+    respond(StatusCode::OK, campaign_view(&edge, &campaign_id).await)
 }
 
 /// `POST /api/v1/campaigns/{campaign_id}/publish`: publishes a draft; its notice goes out.
@@ -145,18 +151,13 @@ pub(super) async fn publish(
         let view = campaign_view(&edge, &campaign_id).await?;
         let notice_gateways = noticed_gateways(&edge, &view).await?;
         let publish = CampaignRequest::Publish { notice_gateways };
-        ask_campaign(&edge, &campaign_id, &publish).await
+        let published = expect_view(ask_campaign(&edge, &campaign_id, &publish).await?)?;
+        // This node's connections hear of it at once; the others within one poll.
+        edge.refresh_campaigns().await;
+        Ok(published)
     }
     .await;
-    match outcome {
-        Ok(CampaignReply::View(view)) => {
-            // This node's connections hear of it at once; the others within one poll.
-            edge.refresh_campaigns().await;
-            HttpResponse::Ok().json(view)
-        }
-        Ok(other) => unexpected_reply("campaign", &other),
-        Err(error) => refused(&error),
-    }
+    respond(StatusCode::OK, outcome)
 }
 
 /// Every account's standing at every venue enrolled in the campaign.
@@ -184,13 +185,7 @@ async fn gather_standings(
                         units_used: standing.units_used,
                     })
                     .collect()),
-                other => {
-                    tracing::error!(reply = ?other, "unexpected answer from a ledger");
-                    Err(ErrorBody::new(
-                        ErrorCode::Unavailable,
-                        "unexpected answer from a ledger",
-                    ))
-                }
+                other => Err(unexpected_answer("ledger", &other)),
             }
         })
         .buffer_unordered(LEDGERS_ASKED_AT_ONCE)
@@ -217,10 +212,7 @@ pub(super) async fn standings(
         Ok(rank(&view.definition.scoring, enrolled, &standings))
     }
     .await;
-    match outcome {
-        Ok(rankings) => HttpResponse::Ok().json(rankings),
-        Err(error) => refused(&error),
-    }
+    respond(StatusCode::OK, outcome)
 }
 
 /// `POST /api/v1/campaigns/{campaign_id}/close`: closes the campaign on the standings now;
@@ -238,17 +230,16 @@ pub(super) async fn close(
     let outcome = async {
         let view = campaign_view(&edge, &campaign_id).await?;
         let standings = gather_standings(&edge, &view).await?;
-        ask_campaign(&edge, &campaign_id, &CampaignRequest::Close { standings }).await
+        match ask_campaign(&edge, &campaign_id, &CampaignRequest::Close { standings }).await? {
+            CampaignReply::Closed(results) => {
+                edge.refresh_campaigns().await;
+                Ok(results)
+            }
+            other => Err(unexpected_answer("campaign", &other)),
+        }
     }
     .await;
-    match outcome {
-        Ok(CampaignReply::Closed(results)) => {
-            edge.refresh_campaigns().await;
-            HttpResponse::Ok().json(results)
-        }
-        Ok(other) => unexpected_reply("campaign", &other),
-        Err(error) => refused(&error),
-    }
+    respond(StatusCode::OK, outcome)
 }
 
 /// A venue's ledger with its journal checked.
@@ -367,7 +358,7 @@ pub(super) async fn get_claim(
         return refusal;
     }
     let (campaign_id, account_id) = path.into_inner();
-    match edge
+    let outcome = match edge
         .ask_entity(
             EntityKind::ClaimBook,
             &claim_id(&campaign_id, &account_id),
@@ -376,8 +367,9 @@ pub(super) async fn get_claim(
         )
         .await
     {
-        Ok(ClaimBookEntityReply::State(state)) => HttpResponse::Ok().json(state),
-        Ok(other) => unexpected_reply("claim book", &other),
-        Err(error) => refused(&error),
-    }
+        Ok(ClaimBookEntityReply::State(state)) => Ok(state),
+        Ok(other) => Err(unexpected_answer("claim book", &other)),
+        Err(error) => Err(error),
+    };
+    respond(StatusCode::OK, outcome)
 }

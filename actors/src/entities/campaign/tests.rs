@@ -3,13 +3,12 @@
 
 use super::*;
 use crate::entities::decode;
-use crate::host::behavior::OwnerStamp;
+use crate::entities::test_support::{handle_payload, handle_request};
 use crate::model::campaign::CampaignKind;
 use crate::model::campaign::{Eligibility, RankedUser, ScoringRules, WinnerRule};
 use crate::model::campaign_directory::CampaignListing;
 use crate::model::certification::{Condition, Metric};
 use lanmesh_bus::EntityAddress;
-use uuid::Uuid;
 
 const CAMPAIGN: &str = "spring";
 const OPENS: u64 = 1_700_000_000_000;
@@ -54,22 +53,7 @@ fn handle_as(
     request: &CampaignRequest,
     now_unix_ms: u64,
 ) -> (CampaignReply, Effects) {
-    let owner = OwnerStamp {
-        node_id: "node-a".to_owned(),
-        epoch: 1,
-    };
-    let payload = encode(request).unwrap();
-    let message = IncomingMessage {
-        entity_id,
-        msg_id: Uuid::now_v7(),
-        sender_entity_opt: None,
-        payload: &payload,
-        owner: &owner,
-        now_unix_ms,
-    };
-    let effects = CampaignEntity::handle(state, &message).unwrap();
-    let reply = decode(effects.reply_opt.as_deref().unwrap()).unwrap();
-    (reply, effects)
+    handle_request::<CampaignEntity, _, _>(state, entity_id, request, now_unix_ms)
 }
 
 fn handle(
@@ -407,21 +391,9 @@ fn refusals_change_nothing_and_send_nothing() {
 
 #[test]
 fn a_payload_that_is_not_a_campaign_request_is_malformed() {
-    let owner = OwnerStamp {
-        node_id: "node-a".to_owned(),
-        epoch: 1,
-    };
-    let message = IncomingMessage {
-        entity_id: CAMPAIGN,
-        msg_id: Uuid::now_v7(),
-        sender_entity_opt: None,
-        payload: b"not msgpack",
-        owner: &owner,
-        now_unix_ms: OPENS,
-    };
     let mut state = CampaignState::default();
     assert!(matches!(
-        CampaignEntity::handle(&mut state, &message),
+        handle_payload::<CampaignEntity>(&mut state, CAMPAIGN, b"not msgpack", OPENS),
         Err(HandleError::Malformed { .. })
     ));
 }

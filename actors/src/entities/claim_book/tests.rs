@@ -3,25 +3,12 @@
 
 use super::*;
 use crate::entities::decode;
-use crate::host::behavior::OwnerStamp;
+use crate::entities::test_support::handle_payload;
 use crate::model::claim_book::TransferRef;
-use uuid::Uuid;
 
 fn handle(state: &mut Option<ClaimBook>, entity_id: &str, request: &ClaimBookRequest) -> Effects {
-    let owner = OwnerStamp {
-        node_id: "node-a".to_owned(),
-        epoch: 1,
-    };
     let payload = encode(request).unwrap();
-    let message = IncomingMessage {
-        entity_id,
-        msg_id: Uuid::now_v7(),
-        sender_entity_opt: None,
-        payload: &payload,
-        owner: &owner,
-        now_unix_ms: 5,
-    };
-    ClaimBookEntity::handle(state, &message).unwrap()
+    handle_payload::<ClaimBookEntity>(state, entity_id, &payload, 5).unwrap()
 }
 
 fn hold(gateway_id: &str, transfer_id: u64) -> ClaimBookRequest {

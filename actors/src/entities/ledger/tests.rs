@@ -5,11 +5,10 @@
 use super::*;
 use crate::entities::claim_book::ClaimBookEntity;
 use crate::entities::decode;
-use crate::host::behavior::OwnerStamp;
+use crate::entities::test_support::handle_payload;
 use crate::model::claim_book::ClaimBook;
 use crate::model::ledger::{JournalEntry, LedgerOutcome, rebuild};
 use std::collections::{BTreeMap, VecDeque};
-use uuid::Uuid;
 
 const CAMPAIGN: &str = "spring";
 const NOW: u64 = 1_000_000;
@@ -31,19 +30,7 @@ fn handle_as<B: EntityBehavior>(
     payload: &[u8],
     now_unix_ms: u64,
 ) -> Effects {
-    let owner = OwnerStamp {
-        node_id: "node-a".to_owned(),
-        epoch: 1,
-    };
-    let message = IncomingMessage {
-        entity_id,
-        msg_id: Uuid::now_v7(),
-        sender_entity_opt: None,
-        payload,
-        owner: &owner,
-        now_unix_ms,
-    };
-    B::handle(state, &message).unwrap()
+    handle_payload::<B>(state, entity_id, payload, now_unix_ms).unwrap()
 }
 
 impl Cluster {
