@@ -3,6 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lanmesh::load::bus::{BusBenchReport, BusBenchSettings};
+use lanmesh::load::campaigns::{CampaignsBenchReport, CampaignsBenchSettings};
 use lanmesh::load::entities::{EntityBenchReport, EntityBenchSettings};
 use lanmesh::load::presence::{PresenceBenchReport, PresenceBenchSettings};
 use lanmesh::load::venues::{AppendMeasurement, VenuesBenchReport, VenuesBenchSettings};
@@ -141,6 +142,34 @@ enum Scenario {
         /// Seconds the samples may take to be stored after the first publish.
         #[arg(long, default_value_t = 300)]
         visible_timeout_secs: u64,
+        /// The `lanmesh-node` executable to spawn; default: beside this one.
+        #[arg(long, alias = "node-binary")]
+        node_bin: Option<PathBuf>,
+    },
+    /// Campaign allocations per second end to end (gateway WebSocket request → final
+    /// `allocated`), for one ledger and for many, through a cluster it spawns, against raw
+    /// ledger-journal appends, entity-state saves and broker round trips in the same run.
+    Campaigns {
+        #[command(flatten)]
+        broker: Broker,
+        /// Nodes to spawn.
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Shards of the spawned cluster.
+        #[arg(long, default_value_t = 64)]
+        n_shards: u16,
+        /// Seconds each phase allocates.
+        #[arg(long, alias = "duration-s", default_value_t = 20)]
+        duration_secs: u64,
+        /// Allocations per `gateway.allocate` batch, 1 to 256.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Connections allocating on the one ledger (one gateway session, its key on each).
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Venues (ledgers, one connection each) of the many-ledgers phase.
+        #[arg(long, default_value_t = 16)]
+        venues: usize,
         /// The `lanmesh-node` executable to spawn; default: beside this one.
         #[arg(long, alias = "node-binary")]
         node_bin: Option<PathBuf>,
@@ -293,6 +322,10 @@ fn print_venues(report: &VenuesBenchReport) {
     );
 }
 
+fn print_campaigns(report: &CampaignsBenchReport) {
+    print!("{report}");
+}
+
 fn print_report<T: serde::Serialize>(
     report: &T,
     as_json: bool,
@@ -406,6 +439,29 @@ fn main() -> anyhow::Result<()> {
             };
             let report = runtime.block_on(lanmesh::load::venues::run(&settings))?;
             print_report(&report, arguments.json, print_venues)?;
+        }
+        Scenario::Campaigns {
+            broker,
+            nodes,
+            n_shards,
+            duration_secs,
+            batch,
+            connections,
+            venues,
+            node_bin,
+        } => {
+            let settings = CampaignsBenchSettings {
+                amqp_url: broker.amqp_url,
+                n_nodes: nodes,
+                n_shards,
+                duration: Duration::from_secs(duration_secs),
+                batch_size: batch,
+                n_connections: connections,
+                n_venues: venues,
+                node_binary_opt: node_bin,
+            };
+            let report = runtime.block_on(lanmesh::load::campaigns::run(&settings))?;
+            print_report(&report, arguments.json, print_campaigns)?;
         }
     }
     Ok(())

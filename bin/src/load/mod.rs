@@ -7,6 +7,7 @@
 //! a node's `/ws`.
 
 pub mod bus;
+pub mod campaigns;
 pub mod entities;
 pub mod http_client;
 pub mod local_cluster;
@@ -161,6 +162,24 @@ pub async fn stop_spawned(
             .with_context(|| format!("removing {}", directory.display()))?;
     }
     Ok(())
+}
+
+/// The node settings a load scenario starts from: cheap argon2id (only set-up hashes
+/// passwords), edge limits high enough never to be what is measured, a long request timeout and
+/// warnings-only logs. A scenario adds its own after these.
+pub fn load_node_env() -> Vec<(String, String)> {
+    [
+        ("LANMESH__AUTH__ARGON2_MEMORY_KIB", "64"),
+        ("LANMESH__AUTH__ARGON2_ITERATIONS", "1"),
+        ("LANMESH__AUTH__LOGINS_PER_MINUTE_PER_ADDRESS", "1000000"),
+        ("LANMESH__EDGE__REQUESTS_PER_SECOND", "100000"),
+        ("LANMESH__EDGE__REQUEST_BURST", "100000"),
+        ("LANMESH__EDGE__REQUEST_TIMEOUT_MS", "60000"),
+        ("LANMESH__LOG__FILTER", "warn"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect()
 }
 
 #[cfg(test)]

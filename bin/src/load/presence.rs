@@ -134,27 +134,17 @@ pub async fn run(settings: &PresenceBenchSettings) -> anyhow::Result<PresenceBen
             .unwrap_or("x")
     );
     let mut spec = ClusterSpec::new(settings.n_shards);
-    spec.extra_env = [
-        // The run measures presence, not password hashing: cheap argon2id for set-up.
-        ("LANMESH__AUTH__ARGON2_MEMORY_KIB", "64".to_owned()),
-        ("LANMESH__AUTH__ARGON2_ITERATIONS", "1".to_owned()),
-        (
-            "LANMESH__AUTH__LOGINS_PER_MINUTE_PER_ADDRESS",
-            "1000000".to_owned(),
-        ),
-        ("LANMESH__EDGE__REQUESTS_PER_SECOND", "100000".to_owned()),
-        ("LANMESH__EDGE__REQUEST_BURST", "100000".to_owned()),
-        ("LANMESH__EDGE__MAX_IN_FLIGHT", "256".to_owned()),
-        ("LANMESH__EDGE__REQUEST_TIMEOUT_MS", "60000".to_owned()),
-        (
-            "LANMESH__EDGE__PRESENCE_COALESCE_MS",
-            settings.coalesce_ms.to_string(),
-        ),
-        ("LANMESH__LOG__FILTER", "warn".to_owned()),
-    ]
-    .into_iter()
-    .map(|(key, value)| (key.to_owned(), value))
-    .collect();
+    spec.extra_env = crate::load::load_node_env();
+    spec.extra_env.extend(
+        [
+            ("LANMESH__EDGE__MAX_IN_FLIGHT", "256".to_owned()),
+            (
+                "LANMESH__EDGE__PRESENCE_COALESCE_MS",
+                settings.coalesce_ms.to_string(),
+            ),
+        ]
+        .map(|(key, value)| (key.to_owned(), value)),
+    );
     let mut cluster = spawn_local_cluster(
         &settings.amqp_url,
         &cluster_name,
