@@ -9,6 +9,7 @@
 
 mod amqp_conformance;
 mod amqp_recovery;
+mod campaign_fire;
 mod campaigns;
 mod cluster;
 mod im;

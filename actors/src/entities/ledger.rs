@@ -254,8 +254,9 @@ fn too_many(n_items: usize, max_items: usize) -> Option<Handled> {
         .then(|| Handled::refused(LedgerEntityError::TooMany { n_items, max_items }))
 }
 
-/// Applies ops to an open ledger in order. The state changed when an op was recorded (every
-/// allocation and void is, even a refused one) or produced an effect.
+/// Applies ops to an open ledger in order. The state changed when a new op was recorded (every
+/// new allocation and void is, even a refused one) or an op produced an effect; a resubmitted
+/// op only answers its recorded result, so a retried batch rewrites nothing.
 fn apply_ops(
     ledger: &mut Ledger,
     user_limit: u64,
@@ -275,7 +276,8 @@ fn apply_ops(
             }));
             continue;
         }
-        let recorded = matches!(op, LedgerOp::Allocate(_) | LedgerOp::Void(_));
+        let recorded =
+            matches!(op, LedgerOp::Allocate(_) | LedgerOp::Void(_)) && !ledger.is_recorded(&op);
         let applied = ledger.apply(op, now_unix_ms);
         handled.state_changed |= recorded || !applied.effects.is_empty();
         results.push(applied.result);

@@ -815,6 +815,21 @@ impl Ledger {
         self.ops.get(op_id).map(|record| &record.result)
     }
 
+    /// Whether `op` is a gateway op recorded with these very fields: applying it again only
+    /// answers its recorded result (and expires what is due, as every op does).
+    pub fn is_recorded(&self, op: &LedgerOp) -> bool {
+        let (op_id, request) = match op {
+            LedgerOp::Allocate(request) => {
+                (&request.op_id, RecordedRequest::Allocate(request.clone()))
+            }
+            LedgerOp::Void(request) => (&request.op_id, RecordedRequest::Void(request.clone())),
+            LedgerOp::ClaimAnswer(_) | LedgerOp::Expire => return false,
+        };
+        self.ops
+            .get(op_id)
+            .is_some_and(|record| record.request == request)
+    }
+
     /// How many ops and transfers are remembered, as (ops, transfers): bounded as the module
     /// says.
     pub fn n_remembered(&self) -> (usize, usize) {

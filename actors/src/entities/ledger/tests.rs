@@ -241,6 +241,34 @@ fn an_account_claims_once_across_venues_whatever_the_delivery_order() {
 }
 
 #[test]
+fn a_resubmitted_batch_answers_its_recorded_results_and_changes_nothing() {
+    let mut cluster = Cluster::default();
+    cluster.open("g1", 3, 2);
+    let batch = LedgerRequest::Allocate {
+        requests: vec![allocate("op-1", "alice", 2), allocate("op-2", "bob", 2)],
+    };
+    let id = ledger_id(CAMPAIGN, "g1");
+    let payload = encode(&batch).unwrap();
+    let first = cluster.ledger_handles(&id, &payload, NOW);
+    assert!(
+        first.state_changed,
+        "a reservation and a refusal are recorded"
+    );
+    cluster.drain();
+    let again = cluster.ledger_handles(&id, &payload, NOW + 1);
+    assert!(!again.state_changed, "a resubmission is only answered");
+    assert!(again.outgoing.is_empty() && again.journal.is_empty());
+    let answers: LedgerReply = decode(again.reply_opt.as_deref().unwrap()).unwrap();
+    assert!(matches!(
+        results(answers).as_slice(),
+        [
+            Ok(LedgerOutcome::Allocated { units: 2, .. }),
+            Err(LedgerError::QuotaExceeded { .. })
+        ]
+    ));
+}
+
+#[test]
 fn a_redelivered_claim_answer_posts_nothing_twice() {
     let mut cluster = Cluster::default();
     cluster.open("g1", 5, 5);
