@@ -10,7 +10,7 @@ use crate::host::behavior::{
     AuditNote, Effects, EntityBehavior, HandleError, IncomingMessage, Outgoing,
 };
 use crate::model::campaign::{
-    CampaignDefinition, CampaignError, CampaignResults, CampaignState, CampaignStatus,
+    CampaignDefinition, CampaignError, CampaignResults, CampaignState, CampaignStatus, Eligibility,
     UserStanding, VenueEnrolment, validate_campaign_id,
 };
 use crate::model::certification::WindowFigures;
@@ -99,10 +99,15 @@ pub enum CampaignReply {
         /// The units its ledger is credited with.
         quota: u64,
     },
-    /// The venue is enrolled in the open campaign with this quota.
+    /// The venue is enrolled in the open campaign with this quota; the terms a client's
+    /// request through it is checked against come with it.
     VenueChecked {
         /// The units its ledger is credited with.
         quota: u64,
+        /// Who may take part (re-checked by the asker against the venue's figures now).
+        eligibility: Eligibility,
+        /// The most units one account may receive.
+        user_limit: u64,
     },
     /// The campaign is closed with these results.
     Closed(CampaignResults),
@@ -278,9 +283,16 @@ fn apply(
                     CampaignReply::VenueEnrolled { quota }
                 })
         }
-        CampaignRequest::CheckVenue { gateway_id } => state
-            .check_venue(&gateway_id, now_unix_ms)
-            .map(|quota| CampaignReply::VenueChecked { quota }),
+        CampaignRequest::CheckVenue { gateway_id } => {
+            state.check_venue(&gateway_id).and_then(|quota| {
+                let definition = state.definition()?;
+                Ok(CampaignReply::VenueChecked {
+                    quota,
+                    eligibility: definition.eligibility.clone(),
+                    user_limit: definition.user_limit,
+                })
+            })
+        }
         CampaignRequest::Close { standings } => match state.close(&standings, now_unix_ms) {
             Ok((results, closed)) => {
                 if closed {

@@ -304,7 +304,7 @@ fn report_usage(state: &mut LedgerEntityState, account_id: String, used_total: u
     let Some(ledger) = &state.ledger_opt else {
         return Handled::refused(LedgerEntityError::NotOpen);
     };
-    let Some(claim) = ledger.balances().claims.remove(&account_id) else {
+    let Some(claim) = ledger.posted_claim(&account_id) else {
         return Handled::refused(LedgerEntityError::NoUnits { account_id });
     };
     if used_total > claim.units {
@@ -334,13 +334,13 @@ fn report_usage(state: &mut LedgerEntityState, account_id: String, used_total: u
     handled
 }
 
-fn standings(state: &LedgerEntityState, ledger: &Ledger) -> Vec<AccountStanding> {
+fn standings(ledger: &Ledger, used_by_account: &BTreeMap<String, u64>) -> Vec<AccountStanding> {
     ledger
         .balances()
         .claims
         .into_iter()
         .map(|(account_id, claim)| AccountStanding {
-            units_used: state.used_by_account.get(&account_id).copied().unwrap_or(0),
+            units_used: used_by_account.get(&account_id).copied().unwrap_or(0),
             account_id,
             units_allocated: claim.units,
         })
@@ -369,8 +369,13 @@ fn handle_request(
     {
         return report_usage(state, account_id, used_total);
     }
-    let user_limit = state.user_limit;
-    let Some(ledger) = state.ledger_opt.as_mut() else {
+    let LedgerEntityState {
+        ledger_opt,
+        user_limit,
+        used_by_account,
+    } = state;
+    let user_limit = *user_limit;
+    let Some(ledger) = ledger_opt.as_mut() else {
         if let LedgerRequest::ClaimAnswer(reply) = &request {
             // Cannot happen (a ledger asks only once open); logged rather than answered.
             tracing::warn!(ledger = entity_id, answer = ?reply, "claim answer for a ledger that is not open");
@@ -427,13 +432,9 @@ fn handle_request(
                 user_limit,
             })
         }
-        LedgerRequest::Standings => {
-            let mut handled = after_expiry(ledger, now_unix_ms, |_| LedgerReply::Done);
-            if let Some(ledger) = &state.ledger_opt {
-                handled.reply = LedgerReply::Standings(standings(state, ledger));
-            }
-            handled
-        }
+        LedgerRequest::Standings => after_expiry(ledger, now_unix_ms, |ledger| {
+            LedgerReply::Standings(standings(ledger, used_by_account))
+        }),
         LedgerRequest::Open { .. } | LedgerRequest::ReportUsage { .. } => {
             Handled::reply(LedgerReply::Done)
         }

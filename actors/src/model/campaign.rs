@@ -883,7 +883,7 @@ impl CampaignState {
     /// The quota of an enrolled venue of a published campaign, checked before a client enrols
     /// through the venue, asks it for units, or is allocated units. `now` does not change the
     /// answer: an enrolled venue may serve its clients until the campaign is closed.
-    pub fn check_venue(&self, gateway_id: &str, _now_unix_ms: u64) -> Result<u64, CampaignError> {
+    pub fn check_venue(&self, gateway_id: &str) -> Result<u64, CampaignError> {
         self.require_published()?;
         self.venues
             .get(gateway_id)

@@ -815,6 +815,16 @@ impl Ledger {
         self.ops.get(op_id).map(|record| &record.result)
     }
 
+    /// The account's posted claim at this venue, if it has one.
+    pub fn posted_claim(&self, account_id: &str) -> Option<PostedClaim> {
+        let transfer_id = *self.live_by_account.get(account_id)?;
+        let transfer = self.transfers.get(&transfer_id)?;
+        matches!(transfer.status, TransferStatus::Posted { .. }).then_some(PostedClaim {
+            transfer_id,
+            units: transfer.units,
+        })
+    }
+
     /// Whether `op` is a gateway op recorded with these very fields: applying it again only
     /// answers its recorded result (and expires what is due, as every op does).
     pub fn is_recorded(&self, op: &LedgerOp) -> bool {

@@ -14,16 +14,18 @@
 use crate::edge::Edge;
 use crate::edge::auth::ParsedKey;
 use crate::edge::campaign_wire::{
-    AllocateBatchRequest, AllocationResultsReply, AllocationResultsRequest, CampaignListReply,
-    CampaignRef, ClientCampaignReply, ClientCampaignsReply, EnrolReply, LedgerReplyBody,
-    ReportUsageRequest, RequestUnitsRequest, UnitRequestsReply, UnitRequestsRequest,
-    VoidAllocationRequest, WireAllocationResult, WireCampaignNotice, WireHolding,
+    AllocateBatchRequest, AllocationResultsReply, AllocationResultsRequest, AllocationStatus,
+    CampaignListReply, CampaignRef, ClientCampaignReply, ClientCampaignsReply, EnrolReply,
+    LedgerReplyBody, ReportUsageRequest, RequestUnitsRequest, UnitRequestsReply,
+    UnitRequestsRequest, VoidAllocationRequest, WireAllocationResult, WireCampaignNotice,
+    WireHolding,
 };
 use crate::edge::certification_sweep::client_figures;
 use crate::edge::gateway_ops::{gateway_status_view, inspect_gateway};
 use crate::edge::ops::{ConnectionContext, OpResult, ask_session, bad_request, unexpected, value};
 use crate::edge::protocol::{ErrorBody, ErrorCode};
 use crate::edge::sessions::{wire_reward, wire_unit_request};
+use futures_util::{StreamExt, TryStreamExt, stream};
 use lanmesh_actors::entities::campaign::{CampaignReply, CampaignRequest, CampaignView};
 use lanmesh_actors::entities::certification_policy::{PolicyReply, PolicyRequest};
 use lanmesh_actors::entities::gateway::{
@@ -33,7 +35,9 @@ use lanmesh_actors::entities::ledger::{
     LedgerEntityError, LedgerReply, LedgerRequest, MAX_ALLOCATIONS_PER_BATCH, MAX_RESULTS_PER_QUERY,
 };
 use lanmesh_actors::entities::user::{SessionOp, UserReply};
-use lanmesh_actors::model::campaign::{CampaignError, CampaignStatus, validate_campaign_id};
+use lanmesh_actors::model::campaign::{
+    CampaignError, CampaignStatus, Eligibility, check_eligibility, validate_campaign_id,
+};
 use lanmesh_actors::model::certification::{CertificationOutcome, WindowFigures};
 use lanmesh_actors::model::entity_kind::{CERTIFICATION_POLICY_ID, EntityKind};
 use lanmesh_actors::model::gateway::{DAY_MS, GatewayStatus};
@@ -210,36 +214,45 @@ fn check_not_closed(edge: &Edge, campaign_id: &str) -> Result<(), ErrorBody> {
     }
 }
 
-/// The venues a campaign's notice goes to: every registered gateway certified now at the
-/// campaign's minimum tier or above (any certified gateway when it names none).
+/// Gateways inspected at once when a campaign's notice set is worked out.
+const GATEWAYS_INSPECTED_AT_ONCE: usize = 16;
+
+/// The venues a campaign's notice goes to: every registered gateway whose certification meets
+/// the campaign's tier rule now (the model's own rule, activity aside: that is checked at
+/// enrolment against the figures of the day).
 pub async fn noticed_gateways(
     edge: &Edge,
     view: &CampaignView,
 ) -> Result<BTreeSet<String>, ErrorBody> {
     let tier_names = policy_tier_names(edge).await?;
-    let min_rank_opt = match &view.definition.eligibility.min_tier_opt {
-        None => None,
-        Some(min_tier) => tier_names.iter().position(|name| name == min_tier),
+    let tier_rule = Eligibility {
+        activity_opt: None,
+        ..view.definition.eligibility.clone()
     };
-    let mut noticed = BTreeSet::new();
-    for gateway_id in edge.venues.gateway_ids() {
-        let Ok(gateway) = inspect_gateway(edge, &gateway_id).await? else {
-            continue;
-        };
-        let Some(tier) = current_tier(&gateway) else {
-            continue;
-        };
-        let rank_opt = tier_names.iter().position(|name| *name == tier);
-        let meets = match (min_rank_opt, rank_opt) {
-            (None, _) => view.definition.eligibility.min_tier_opt.is_none(),
-            (Some(min_rank), Some(rank)) => rank >= min_rank,
-            (Some(_), None) => false,
-        };
-        if meets {
-            noticed.insert(gateway_id);
-        }
-    }
-    Ok(noticed)
+    let inspected: Vec<(String, Option<String>)> = stream::iter(edge.venues.gateway_ids())
+        .map(|gateway_id| async move {
+            let tier_opt = inspect_gateway(edge, &gateway_id)
+                .await?
+                .ok()
+                .and_then(|gateway| current_tier(&gateway));
+            Ok::<_, ErrorBody>((gateway_id, tier_opt))
+        })
+        .buffer_unordered(GATEWAYS_INSPECTED_AT_ONCE)
+        .try_collect()
+        .await?;
+    Ok(inspected
+        .into_iter()
+        .filter(|(_, tier_opt)| {
+            check_eligibility(
+                &tier_rule,
+                &tier_names,
+                tier_opt.as_deref(),
+                &WindowFigures::default(),
+            )
+            .is_ok()
+        })
+        .map(|(gateway_id, _)| gateway_id)
+        .collect())
 }
 
 /// `gateway.campaigns`.
@@ -334,7 +347,7 @@ async fn wait_until_final(
         for (op_id, result_opt) in waiting.iter().zip(recorded) {
             let fresh = WireAllocationResult::of(op_id, result_opt.as_ref());
             if let Some(slot) = results.iter_mut().find(|result| result.op_id == *op_id)
-                && fresh.status != crate::edge::campaign_wire::AllocationStatus::Unknown
+                && fresh.status != AllocationStatus::Unknown
             {
                 *slot = fresh;
             }
@@ -491,13 +504,13 @@ pub(super) async fn gateway_report_usage(
 }
 
 /// The venue a client request comes from, checked against the campaign now: the venue is
-/// enrolled and still meets the campaign's eligibility. Returns the venue's gateway and the
-/// campaign.
+/// enrolled in the open campaign and still meets its eligibility. Returns the venue's gateway
+/// and the campaign's per-user limit.
 async fn check_client_venue(
     edge: &Edge,
     address_opt: Option<std::net::IpAddr>,
     campaign_id: &str,
-) -> Result<(String, CampaignView), ErrorBody> {
+) -> Result<(String, u64), ErrorBody> {
     let Some((_, gateway_id)) = address_opt.and_then(|address| edge.venues.venue_of(address))
     else {
         return Err(ErrorBody::new(
@@ -509,11 +522,14 @@ async fn check_client_venue(
     let check = CampaignRequest::CheckVenue {
         gateway_id: gateway_id.clone(),
     };
-    match ask_campaign(edge, campaign_id, &check).await? {
-        CampaignReply::VenueChecked { .. } => {}
+    let (eligibility, user_limit) = match ask_campaign(edge, campaign_id, &check).await? {
+        CampaignReply::VenueChecked {
+            eligibility,
+            user_limit,
+            ..
+        } => (eligibility, user_limit),
         other => return Err(unexpected_answer("campaign", &other)),
-    }
-    let campaign = campaign_view(edge, campaign_id).await?;
+    };
     let gateway = match inspect_gateway(edge, &gateway_id).await? {
         Ok(view) => view,
         Err(error) => {
@@ -523,18 +539,12 @@ async fn check_client_venue(
             ));
         }
     };
-    let eligibility = &campaign.definition.eligibility;
     let figures = venue_figures(edge, &gateway, eligibility.activity_days).await?;
     let tier_names = policy_tier_names(edge).await?;
     let tier_opt = current_tier(&gateway);
-    lanmesh_actors::model::campaign::check_eligibility(
-        eligibility,
-        &tier_names,
-        tier_opt.as_deref(),
-        &figures,
-    )
-    .map_err(|reasons| campaign_refusal(CampaignError::NotEligible { reasons }))?;
-    Ok((gateway_id, campaign))
+    check_eligibility(&eligibility, &tier_names, tier_opt.as_deref(), &figures)
+        .map_err(|reasons| campaign_refusal(CampaignError::NotEligible { reasons }))?;
+    Ok((gateway_id, user_limit))
 }
 
 /// Longest note a client may send with a request for units, in characters.
@@ -610,9 +620,8 @@ pub(super) async fn client_request_units(
         UserReply::Campaigns { .. } => {}
         other => return Err(unexpected(&other)),
     }
-    let (gateway_id, campaign) =
+    let (gateway_id, user_limit) =
         check_client_venue(edge, context.peer_ip(), &request.campaign_id).await?;
-    let user_limit = campaign.definition.user_limit;
     if !(1..=user_limit).contains(&request.units) {
         return Err(bad_request(format!(
             "units is 1 to {user_limit}, the campaign's limit per user"

@@ -231,7 +231,14 @@ fn a_campaign_is_created_published_enrolled_and_closed_and_its_winners_rewarded(
         },
         OPENS + 1,
     );
-    assert_eq!(reply, CampaignReply::VenueChecked { quota: 50 });
+    assert_eq!(
+        reply,
+        CampaignReply::VenueChecked {
+            quota: 50,
+            eligibility: definition().eligibility,
+            user_limit: definition().user_limit,
+        }
+    );
     assert!(!effects.state_changed);
 
     let (reply, effects) = handle(&mut state, &CampaignRequest::Inspect, OPENS + 2);

@@ -334,12 +334,19 @@ fn usage_is_cumulative_bounded_by_the_units_and_forwarded_to_the_account() {
             requests: vec![allocate("op-1", "alice", 3)],
         },
     ));
-    cluster.drain();
-    cluster.to_accounts.clear();
     let report = |account: &str, used_total| LedgerRequest::ReportUsage {
         account_id: account.to_owned(),
         used_total,
     };
+    assert!(
+        matches!(
+            cluster.ask("g1", &report("alice", 1)),
+            LedgerReply::Refused(LedgerEntityError::NoUnits { .. })
+        ),
+        "reserved units are not yet the account's"
+    );
+    cluster.drain();
+    cluster.to_accounts.clear();
     assert_eq!(cluster.ask("g1", &report("alice", 2)), LedgerReply::Done);
     assert_eq!(cluster.ask("g1", &report("alice", 1)), LedgerReply::Done);
     assert_eq!(cluster.ask("g1", &report("alice", 2)), LedgerReply::Done);

@@ -611,7 +611,7 @@ fn nothing_can_be_done_to_a_campaign_never_created() {
         &none,
     );
     check_refused(&mut state, |state| enrol(state, "g1", OPENS), &none);
-    check_refused(&mut state, |state| state.check_venue("g1", OPENS), &none);
+    check_refused(&mut state, |state| state.check_venue("g1"), &none);
     check_refused(&mut state, |state| state.close(&[], OPENS), &none);
     assert_eq!(state.definition(), Err(CampaignError::NoSuchCampaign));
     assert_eq!(state.listing("spring"), None);
@@ -660,11 +660,7 @@ fn a_draft_cannot_enrol_serve_or_close() {
         |state| enrol(state, "g1", OPENS),
         &not_published,
     );
-    check_refused(
-        &mut state,
-        |state| state.check_venue("g1", OPENS),
-        &not_published,
-    );
+    check_refused(&mut state, |state| state.check_venue("g1"), &not_published);
     check_refused(&mut state, |state| state.close(&[], OPENS), &not_published);
 }
 
@@ -807,10 +803,10 @@ fn the_budget_holds_exactly_its_venue_quotas() {
 fn only_enrolled_venues_of_an_open_campaign_pass_the_venue_check() {
     let mut state = published();
     assert_eq!(enrol(&mut state, "g1", OPENS), Ok((50, true)));
-    assert_eq!(state.check_venue("g1", CLOSES + 1), Ok(50));
+    assert_eq!(state.check_venue("g1"), Ok(50));
     check_refused(
         &mut state,
-        |state| state.check_venue("g2", OPENS),
+        |state| state.check_venue("g2"),
         &CampaignError::NotEnrolled {
             gateway_id: "g2".to_owned(),
         },
@@ -886,7 +882,7 @@ fn a_closed_campaign_refuses_everything_but_repeats() {
     );
     check_refused(&mut state, |state| enrol(state, "g1", OPENS), &closed);
     check_refused(&mut state, |state| enrol(state, "g2", OPENS), &closed);
-    check_refused(&mut state, |state| state.check_venue("g1", OPENS), &closed);
+    check_refused(&mut state, |state| state.check_venue("g1"), &closed);
     let before = state.clone();
     assert_eq!(state.create(definition(), &tiers(), CLOSES), Ok(false));
     assert_eq!(state, before);
