@@ -25,12 +25,21 @@
 //! - `campaigns.*`: `notice_refresh_ms` (how often a node polls the campaign directory, and
 //!   so how soon a publication reaches its connections), `allocation_wait_ms` (how long
 //!   `gateway.allocate` waits for the accounts' claims before answering `reserved`)
+//! - `share.*`: traffic sharing (S4) — `range_m` (how far a requester may be from an offer),
+//!   `cell_precision` (geohash characters of the offer cells; fixed for a cluster's life),
+//!   `max_results`, `unit_bytes` (the rating unit), `slice_bytes` (granted at a time),
+//!   `min_amount_bytes`, `max_amount_bytes`, `max_price_minor_per_unit`, `min_validity_ms`,
+//!   `max_validity_ms`, `max_password_attempts`, `reminders` (a list of `{percent, notify}`
+//!   with `notify` naming `sharer` and/or `requester`), and the per-account daily caps
+//!   `max_offered_bytes_per_day`, `max_requested_bytes_per_day`, `max_shares_per_day`
 //! - `clock.allow_simulation` [LANMESH__CLOCK__ALLOW_SIMULATION]: default false; true lets
 //!   operators advance this node's domain clock (rehearsal and test clusters only)
 //! - `operator.token` [LANMESH__OPERATOR__TOKEN]: bearer token of the operator API (secret)
 //! - `log.format` (`human` | `json`), `log.filter` (tracing directives, default `info`)
 
 use crate::env_vars::CONFIG_ENV_PREFIX;
+use lanmesh_actors::model::share::{AmountLimits, Party, ReminderRule, ShareTerms};
+use lanmesh_actors::model::share_allowance::DailyShareCaps;
 use lanmesh_bus::NodeId;
 use lanmesh_bus::address::validate_node_id;
 use lanmesh_storage::StorageConfig;
@@ -65,6 +74,8 @@ pub struct NodeConfig {
     pub venues: VenuesSection,
     /// `campaigns.*`
     pub campaigns: CampaignsSection,
+    /// `share.*`
+    pub share: ShareSection,
     /// `clock.*`
     pub clock: ClockSection,
     /// `operator.*`
@@ -333,6 +344,167 @@ impl Default for CampaignsSection {
             notice_refresh_ms: 1_000,
             allocation_wait_ms: 2_000,
         }
+    }
+}
+
+/// `share.*`: mobile data-traffic sharing (S4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShareSection {
+    /// `share.range_m`: the farthest a requester may be from an offer, in meters.
+    pub range_m: u64,
+    /// `share.cell_precision`: geohash characters of the cells offers are listed in (4 to 7);
+    /// fixed for a cluster's life, like the number of shards.
+    pub cell_precision: u8,
+    /// `share.max_results`: most offers `share.find` returns.
+    pub max_results: usize,
+    /// `share.unit_bytes`: bytes per rating unit (prices are per unit).
+    pub unit_bytes: u64,
+    /// `share.slice_bytes`: bytes granted at a time.
+    pub slice_bytes: u64,
+    /// `share.min_amount_bytes`: smallest amount offered or asked for.
+    pub min_amount_bytes: u64,
+    /// `share.max_amount_bytes`: largest amount offered or asked for.
+    pub max_amount_bytes: u64,
+    /// `share.max_price_minor_per_unit`: highest price per unit, in minor currency units.
+    pub max_price_minor_per_unit: u64,
+    /// `share.min_validity_ms`: shortest validity of an offer.
+    pub min_validity_ms: u64,
+    /// `share.max_validity_ms`: longest validity of an offer.
+    pub max_validity_ms: u64,
+    /// `share.max_password_attempts`: wrong passwords before a share is blocked.
+    pub max_password_attempts: u32,
+    /// `share.reminders`: usage thresholds and whom each reminds.
+    pub reminders: Vec<ReminderRule>,
+    /// `share.max_offered_bytes_per_day`: per account and UTC day.
+    pub max_offered_bytes_per_day: u64,
+    /// `share.max_requested_bytes_per_day`: per account and UTC day.
+    pub max_requested_bytes_per_day: u64,
+    /// `share.max_shares_per_day`: offers and requests per account and UTC day.
+    pub max_shares_per_day: u32,
+}
+
+const MIB: u64 = 1 << 20;
+
+impl Default for ShareSection {
+    fn default() -> Self {
+        let remind = |percent: u8, notify: &[Party]| ReminderRule {
+            percent,
+            notify: notify.iter().copied().collect(),
+        };
+        Self {
+            range_m: 500,
+            cell_precision: 6,
+            max_results: 20,
+            unit_bytes: MIB,
+            slice_bytes: 8 * MIB,
+            min_amount_bytes: MIB,
+            max_amount_bytes: 10 * 1024 * MIB,
+            max_price_minor_per_unit: 100_000,
+            min_validity_ms: 60_000,
+            max_validity_ms: 24 * 3_600_000,
+            max_password_attempts: 5,
+            reminders: vec![
+                remind(50, &[Party::Requester]),
+                remind(80, &[Party::Requester, Party::Sharer]),
+                remind(100, &[Party::Requester, Party::Sharer]),
+            ],
+            max_offered_bytes_per_day: 20 * 1024 * MIB,
+            max_requested_bytes_per_day: 20 * 1024 * MIB,
+            max_shares_per_day: 50,
+        }
+    }
+}
+
+impl ShareSection {
+    /// The terms new shares are opened under.
+    pub fn terms(&self) -> ShareTerms {
+        ShareTerms {
+            unit_bytes: self.unit_bytes,
+            slice_bytes: self.slice_bytes,
+            max_password_attempts: self.max_password_attempts,
+            range_m: self.range_m,
+            reminders: self.reminders.clone(),
+            cell_precision: self.cell_precision,
+        }
+    }
+
+    /// The bounds on offers and requests.
+    pub fn amount_limits(&self) -> AmountLimits {
+        AmountLimits {
+            min_amount_bytes: self.min_amount_bytes,
+            max_amount_bytes: self.max_amount_bytes,
+            max_price_minor_per_unit: self.max_price_minor_per_unit,
+            min_validity_ms: self.min_validity_ms,
+            max_validity_ms: self.max_validity_ms,
+        }
+    }
+
+    /// The per-account daily caps.
+    pub fn daily_caps(&self) -> DailyShareCaps {
+        DailyShareCaps {
+            max_offered_bytes: self.max_offered_bytes_per_day,
+            max_requested_bytes: self.max_requested_bytes_per_day,
+            max_shares: self.max_shares_per_day,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range("share.range_m", self.range_m, 1..=5_000)?;
+        check_range(
+            "share.cell_precision",
+            u64::from(self.cell_precision),
+            4..=7,
+        )?;
+        check_range(
+            "share.max_results",
+            u64::try_from(self.max_results).unwrap_or(u64::MAX),
+            1..=100,
+        )?;
+        check_range("share.unit_bytes", self.unit_bytes, 1..=1 << 40)?;
+        check_range("share.slice_bytes", self.slice_bytes, 1..=1 << 40)?;
+        check_range("share.min_amount_bytes", self.min_amount_bytes, 1..=1 << 50)?;
+        check_range(
+            "share.max_amount_bytes",
+            self.max_amount_bytes,
+            self.min_amount_bytes..=1 << 50,
+        )?;
+        check_range(
+            "share.max_price_minor_per_unit",
+            self.max_price_minor_per_unit,
+            0..=1_000_000_000,
+        )?;
+        check_range(
+            "share.min_validity_ms",
+            self.min_validity_ms,
+            1_000..=86_400_000,
+        )?;
+        check_range(
+            "share.max_validity_ms",
+            self.max_validity_ms,
+            self.min_validity_ms..=30 * 86_400_000,
+        )?;
+        check_range(
+            "share.max_password_attempts",
+            u64::from(self.max_password_attempts),
+            1..=20,
+        )?;
+        check_range(
+            "share.max_shares_per_day",
+            u64::from(self.max_shares_per_day),
+            1..=10_000,
+        )?;
+        self.terms()
+            .validate()
+            .map_err(|error| invalid("share.reminders", "", error.to_string()))?;
+        // The most a share can cost must fit the bill.
+        lanmesh_actors::model::share::rate(
+            self.max_amount_bytes,
+            self.max_price_minor_per_unit,
+            self.unit_bytes,
+        )
+        .map_err(|error| invalid("share.max_price_minor_per_unit", "", error.to_string()))?;
+        Ok(())
     }
 }
 
@@ -614,6 +786,7 @@ impl NodeConfig {
             self.campaigns.allocation_wait_ms,
             0..=30_000,
         )?;
+        self.share.validate()?;
         let log_format = match self.log.format.as_str() {
             "human" => LogFormat::Human,
             "json" => LogFormat::Json,

@@ -16,6 +16,7 @@ use crate::edge::certification_sweep::SweepDependencies;
 use crate::edge::client_address::TrustedProxies;
 use crate::edge::metrics::EdgeMetrics;
 use crate::edge::sessions::SessionTiming;
+use crate::edge::share_ops::ShareSettings;
 use crate::edge::{Edge, EdgeDependencies, EdgeLimits, PartnerServices};
 use crate::partner::breaker::BreakerPolicy;
 use crate::partner::client::{PartnerClient, PartnerClientSettings};
@@ -27,10 +28,12 @@ use lanmesh_actors::entities::certification_policy::CertificationPolicyEntity;
 use lanmesh_actors::entities::claim_book::ClaimBookEntity;
 use lanmesh_actors::entities::gateway::GatewayEntity;
 use lanmesh_actors::entities::ledger::LedgerEntity;
+use lanmesh_actors::entities::offer_cell::OfferCellEntity;
 use lanmesh_actors::entities::partner::PartnerEntity;
 use lanmesh_actors::entities::probe::ProbeEntity;
 use lanmesh_actors::entities::segment::SegmentEntity;
 use lanmesh_actors::entities::segment_directory::SegmentDirectoryEntity;
+use lanmesh_actors::entities::share::ShareEntity;
 use lanmesh_actors::entities::user::UserEntity;
 use lanmesh_actors::host::clock::DomainClock;
 use lanmesh_actors::host::entity_host::{EntityHost, HostConfig, HostDependencies, HostedKinds};
@@ -149,6 +152,12 @@ fn edge_limits(raw: &crate::config::NodeConfig) -> EdgeLimits {
         segment_limits: raw.venues.segment_limits(),
         request_timeout: Duration::from_millis(edge.request_timeout_ms),
         allocation_wait: Duration::from_millis(raw.campaigns.allocation_wait_ms),
+        share: ShareSettings {
+            terms: raw.share.terms(),
+            limits: raw.share.amount_limits(),
+            caps: raw.share.daily_caps(),
+            max_results: raw.share.max_results,
+        },
     }
 }
 
@@ -275,7 +284,9 @@ pub async fn run(config: ValidatedConfig) -> anyhow::Result<()> {
             .with::<CampaignEntity>()
             .with::<CampaignDirectoryEntity>()
             .with::<LedgerEntity>()
-            .with::<ClaimBookEntity>(),
+            .with::<ClaimBookEntity>()
+            .with::<ShareEntity>()
+            .with::<OfferCellEntity>(),
         HostConfig {
             passivate_after_idle: Duration::from_millis(raw.host.passivate_after_idle_ms),
             max_live_entities: raw.host.max_live_entities,

@@ -27,12 +27,12 @@ use std::time::Duration;
 const QUIET: Duration = Duration::from_millis(800);
 
 /// A client logged in from `source_ip`, with its key.
-struct Player {
-    client: ImClient,
-    key: String,
+pub(crate) struct Player {
+    pub(crate) client: ImClient,
+    pub(crate) key: String,
 }
 
-async fn player(node: &str, username: &str, source_ip: &str) -> Player {
+pub(crate) async fn player(node: &str, username: &str, source_ip: &str) -> Player {
     let mut client = ImClient::connect_with(node, &from(source_ip))
         .await
         .expect("connects");

@@ -15,4 +15,5 @@ mod cluster;
 mod im;
 mod node_process;
 mod partner;
+mod shares;
 mod venues;

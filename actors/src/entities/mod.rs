@@ -6,10 +6,12 @@ pub mod certification_policy;
 pub mod claim_book;
 pub mod gateway;
 pub mod ledger;
+pub mod offer_cell;
 pub mod partner;
 pub mod probe;
 pub mod segment;
 pub mod segment_directory;
+pub mod share;
 pub mod user;
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use crate::host::behavior::{
 };
 use crate::model::entity_kind::EntityKind;
 use crate::model::reward::Reward;
+use crate::model::share::{Party, ShareEvent};
+use crate::model::share_allowance::DailyShareCaps;
 use crate::model::user::{
     CampaignHolding, ContactList, KeyRecord, LoginLimit, PartnerLink, PeerEvent, Profile,
     SessionOpening, SessionSnapshot, Status, UserEffect, UserError, UserState, WidgetEntry,
@@ -111,6 +113,15 @@ pub enum UserRequest {
         campaign_id: String,
         /// Units used so far, in total.
         used_total: u64,
+    },
+    /// Something happened to a traffic share this account is a party to (sent at least once by
+    /// the share's entity): pushed to the connected client sessions, nothing kept. Answered
+    /// `Done`, or `Refused(NoSuchAccount)`.
+    ShareNotice {
+        /// The share.
+        share_id: String,
+        /// What happened.
+        event: ShareEvent,
     },
 }
 
@@ -243,6 +254,24 @@ pub enum SessionOp {
     },
     /// What the account holds in campaigns and the rewards it won.
     Campaigns,
+    /// Reserve `bytes` of today's traffic-sharing caps for `role` under `key` (an offer's share
+    /// id, or a request's id) before the offer is made or the request matched. Answered `Done`
+    /// (also for a repeat), or refused with `DailyCap`.
+    ReserveShare {
+        /// The reservation's key.
+        key: String,
+        /// Offering or asking.
+        role: Party,
+        /// Bytes offered or asked for.
+        bytes: u64,
+        /// The caps in force.
+        caps: DailyShareCaps,
+    },
+    /// Give back today's reservation `key` (a request that matched no offer). Answered `Done`.
+    ReleaseShare {
+        /// The reservation's key.
+        key: String,
+    },
 }
 
 /// A user entity's answer.
@@ -322,6 +351,7 @@ impl EntityBehavior for UserEntity {
             request,
             UserRequest::Credential { .. }
                 | UserRequest::Profile
+                | UserRequest::ShareNotice { .. }
                 | UserRequest::Authed {
                     op: SessionOp::Contacts
                         | SessionOp::CheckFriend { .. }
@@ -419,6 +449,9 @@ impl EntityBehavior for UserEntity {
                 unchanged = !changed;
                 UserReply::Done
             }),
+            UserRequest::ShareNotice { share_id, event } => {
+                answer(state.share_notice(&share_id, &event), |()| UserReply::Done)
+            }
         };
         let mut result = translate(effects)?;
         // The model refuses before it changes anything, so a refusal leaves the state as it was.
@@ -531,6 +564,22 @@ fn apply_session_op(
             let (holdings, rewards) = state.campaigns();
             (Some(UserReply::Campaigns { holdings, rewards }), Vec::new())
         }
+        SessionOp::ReserveShare {
+            key,
+            role,
+            bytes,
+            caps,
+        } => answer(
+            state.reserve_share(&key, role, bytes, caps, now),
+            |changed| {
+                *unchanged = !changed;
+                UserReply::Done
+            },
+        ),
+        SessionOp::ReleaseShare { key } => answer(state.release_share(&key, now), |changed| {
+            *unchanged = !changed;
+            UserReply::Done
+        }),
     }
 }
 

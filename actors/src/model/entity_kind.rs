@@ -42,6 +42,9 @@ pub enum EntityKind {
     CampaignDirectory,
     /// One mobile data-traffic share.
     Share,
+    /// The open share offers listed in one geohash cell (the cell is the id): discovery asks
+    /// the cells around a requester.
+    OfferCell,
     /// The registry of partner sites whose users may log in (one entity, [`PARTNER_REGISTRY_ID`]).
     Partner,
     /// The certification policy in force (one entity, [`CERTIFICATION_POLICY_ID`]).
@@ -56,7 +59,7 @@ pub enum EntityKind {
 
 impl EntityKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [Self; 13] = [
+    pub const ALL: [Self; 14] = [
         Self::User,
         Self::Session,
         Self::Gateway,
@@ -66,6 +69,7 @@ impl EntityKind {
         Self::ClaimBook,
         Self::CampaignDirectory,
         Self::Share,
+        Self::OfferCell,
         Self::Partner,
         Self::SegmentDirectory,
         Self::CertificationPolicy,
@@ -84,6 +88,7 @@ impl EntityKind {
             Self::ClaimBook => "claim_book",
             Self::CampaignDirectory => "campaign_directory",
             Self::Share => "share",
+            Self::OfferCell => "offer_cell",
             Self::Partner => "partner",
             Self::SegmentDirectory => "segment_directory",
             Self::CertificationPolicy => "certification_policy",

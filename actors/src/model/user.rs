@@ -7,6 +7,8 @@
 //! here does I/O or reads a clock.
 
 use crate::model::reward::{Reward, keep_reward};
+use crate::model::share::{Party, ShareEvent};
+use crate::model::share_allowance::{AllowanceError, DailyShareCaps, ShareAllowance};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -249,6 +251,9 @@ pub struct UserState {
     /// [`CAMPAIGN_HOLDINGS_KEPT`].
     #[serde(default)]
     pub campaign_holdings: Vec<CampaignHolding>,
+    /// Today's traffic-share reservations against the daily caps (S4).
+    #[serde(default)]
+    pub share_allowance: ShareAllowance,
 }
 
 /// A message this entity pushes to one session's client (through the session's node).
@@ -343,6 +348,13 @@ pub enum SessionPush {
     /// gateway's `GatewayPush::Reward`: both travel in the same push envelope and the edge
     /// tells them apart by variant name.
     CampaignReward(Reward),
+    /// Something happened to a traffic share the account is a party to (client sessions).
+    Share {
+        /// The share.
+        share_id: String,
+        /// What happened.
+        event: ShareEvent,
+    },
     /// A campaign's quota ledger issued units to the account (client sessions).
     UnitsIssued {
         /// The campaign.
@@ -476,6 +488,11 @@ pub enum UserError {
     /// The request contradicts the state (e.g. befriending oneself).
     Invalid {
         /// Why.
+        reason: String,
+    },
+    /// A daily traffic-sharing cap would be passed.
+    DailyCap {
+        /// Which cap, with the figures.
         reason: String,
     },
 }
@@ -1371,6 +1388,50 @@ impl UserState {
         let mut effects = self.pushes_to_connected_clients(&push);
         effects.push(audit("campaign.reward", detail));
         Ok((true, effects))
+    }
+
+    /// Reserves `bytes` of today's traffic-sharing caps for `role` under `key` (an offer's
+    /// share id or a request's id). Reserving the same again changes nothing. Returns whether
+    /// the allowance changed.
+    pub fn reserve_share(
+        &mut self,
+        key: &str,
+        role: Party,
+        bytes: u64,
+        caps: DailyShareCaps,
+        now_unix_ms: u64,
+    ) -> UserResult<bool> {
+        self.account()?;
+        match self
+            .share_allowance
+            .reserve(key, role, bytes, caps, now_unix_ms)
+        {
+            Ok(changed) => Ok((changed, Vec::new())),
+            Err(error @ AllowanceError::KeyReused { .. }) => Err(UserError::Invalid {
+                reason: error.to_string(),
+            }),
+            Err(error) => Err(UserError::DailyCap {
+                reason: error.to_string(),
+            }),
+        }
+    }
+
+    /// Gives back today's reservation `key` (a request that matched no offer). Returns
+    /// whether it was there.
+    pub fn release_share(&mut self, key: &str, now_unix_ms: u64) -> UserResult<bool> {
+        self.account()?;
+        Ok((self.share_allowance.release(key, now_unix_ms), Vec::new()))
+    }
+
+    /// Tells the account's connected clients what happened to share `share_id`; changes
+    /// nothing (the share keeps its own record, which either party can read).
+    pub fn share_notice(&self, share_id: &str, event: &ShareEvent) -> UserResult<()> {
+        self.account()?;
+        let push = SessionPush::Share {
+            share_id: share_id.to_owned(),
+            event: event.clone(),
+        };
+        Ok(((), self.pushes_to_connected_clients(&push)))
     }
 
     /// A watcher's session is gone (its node no longer holds it).

@@ -110,7 +110,7 @@ async fn serve(
     mut stream: actix_ws::AggregatedMessageStream,
     peer_ip_opt: Option<IpAddr>,
 ) {
-    let limits = edge.limits;
+    let limits = edge.limits.clone();
     let connection_id = edge.next_connection_id();
     let (frames_sender, mut frames) = mpsc::channel::<Vec<u8>>(CONNECTION_QUEUE);
     let kick = Arc::new(Notify::new());

@@ -21,6 +21,8 @@ pub mod ops;
 pub mod partner_ops;
 pub mod protocol;
 pub mod sessions;
+pub mod share_ops;
+pub mod share_wire;
 pub mod venues;
 
 use crate::edge::auth::{AddressLimiter, PasswordCost};
@@ -51,7 +53,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 /// The edge's limits and timings (from `edge.*` and `auth.*`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeLimits {
     /// Largest frame accepted; a larger one closes the connection.
     pub max_frame_bytes: usize,
@@ -87,6 +89,8 @@ pub struct EdgeLimits {
     pub segment_limits: SegmentLimits,
     /// How long `gateway.allocate` waits for allocations to become final.
     pub allocation_wait: Duration,
+    /// Traffic sharing.
+    pub share: share_ops::ShareSettings,
 }
 
 /// What the edge needs from the node.

@@ -15,7 +15,7 @@ use crate::edge::protocol::{
     WireOutgoingRequest, WireRequest, WireStatus, WireWidgetEntry,
 };
 use crate::edge::sessions::{ConnectionLink, SessionActor, wire_hint, wire_status};
-use crate::edge::{campaign_ops, gateway_ops, partner_ops};
+use crate::edge::{campaign_ops, gateway_ops, partner_ops, share_ops};
 use actix::Addr;
 use lanmesh_actors::entities::gateway::GatewayRequest;
 use lanmesh_actors::entities::segment::ClientEvent;
@@ -134,8 +134,17 @@ pub(super) fn body<T: DeserializeOwned>(op: &str, value: &rmpv::Value) -> Result
     let mut bytes = Vec::new();
     rmpv::encode::write_value(&mut bytes, value)
         .map_err(|error| bad_request(format!("body of {op} does not encode: {error}")))?;
-    rmp_serde::from_slice(&bytes)
-        .map_err(|error| bad_request(format!("body of {op} does not fit: {error}")))
+    // The path names the field at fault, e.g. `lat: invalid type: string "north", expected f64`.
+    let mut deserializer = rmp_serde::Deserializer::new(bytes.as_slice());
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let reason = error.into_inner();
+        if path == "." {
+            bad_request(format!("body of {op} does not fit: {reason}"))
+        } else {
+            bad_request(format!("body of {op} does not fit: {path}: {reason}"))
+        }
+    })
 }
 
 /// A reply body as a MessagePack value with named fields (as every frame has).
@@ -185,6 +194,7 @@ pub(super) fn refusal(error: UserError) -> ErrorBody {
             format!("too many {what}; the limit is {limit}"),
         ),
         UserError::Invalid { reason } => ErrorBody::new(ErrorCode::Invalid, reason),
+        UserError::DailyCap { reason } => ErrorBody::new(ErrorCode::DailyCapReached, reason),
     }
 }
 
@@ -284,6 +294,38 @@ async fn dispatch(
         "gateway.unit_requests" => {
             let key = authenticate(key_opt)?;
             campaign_ops::gateway_unit_requests(edge, &key, body(op, &body_value)?).await
+        }
+        "share.offer" => {
+            let key = authenticate(key_opt)?;
+            share_ops::offer(edge, &key, body(op, &body_value)?).await
+        }
+        "share.find" => {
+            let key = authenticate(key_opt)?;
+            share_ops::find(edge, &key, body(op, &body_value)?).await
+        }
+        "share.request" => {
+            let key = authenticate(key_opt)?;
+            share_ops::request(edge, &key, body(op, &body_value)?).await
+        }
+        "share.cancel" => {
+            let key = authenticate(key_opt)?;
+            share_ops::cancel(edge, &key, body(op, &body_value)?).await
+        }
+        "share.start" => {
+            let key = authenticate(key_opt)?;
+            share_ops::start(edge, &key, body(op, &body_value)?).await
+        }
+        "share.report_usage" => {
+            let key = authenticate(key_opt)?;
+            share_ops::report_usage(edge, &key, body(op, &body_value)?).await
+        }
+        "share.end" => {
+            let key = authenticate(key_opt)?;
+            share_ops::end(edge, &key, body(op, &body_value)?).await
+        }
+        "share.get" => {
+            let key = authenticate(key_opt)?;
+            share_ops::get(edge, &key, body(op, &body_value)?).await
         }
         "gateway.report_usage" => {
             let key = authenticate(key_opt)?;

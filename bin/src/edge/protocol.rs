@@ -134,6 +134,22 @@ pub enum ErrorCode {
     NotEnrolled,
     /// The campaign has no units left for another venue.
     BudgetExhausted,
+    /// No traffic share has this id.
+    NoSuchShare,
+    /// The account is not the share's sharer or requester, or not the party this needs.
+    NotAParty,
+    /// The share is not in a state that allows this (the message says which).
+    WrongStatus,
+    /// The offer is farther away than the range.
+    OutOfRange,
+    /// No offer within range has the amount asked for.
+    NoOfferInRange,
+    /// The share password is wrong (the message says how many attempts are left).
+    WrongPassword,
+    /// Too many wrong passwords: the share is blocked.
+    ShareBlocked,
+    /// A daily traffic-sharing cap would be passed.
+    DailyCapReached,
 }
 
 /// `hello`: negotiates the protocol version.

@@ -405,6 +405,10 @@ fn push_frame(session_id: &str, account: &str, push: SessionPush) -> Option<Vec<
         SessionPush::CampaignReward(reward) => {
             encode_push("campaign.reward", &wire_reward(&reward))
         }
+        SessionPush::Share { share_id, event } => {
+            let (op, body) = crate::edge::share_wire::share_push(&share_id, &event)?;
+            encode_push(op, &body)
+        }
         SessionPush::UnitsIssued {
             campaign_id,
             gateway_id,
