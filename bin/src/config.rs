@@ -972,6 +972,35 @@ mod tests {
     }
 
     #[test]
+    fn share_settings_are_checked() {
+        let defaults = load_env(&[]).unwrap();
+        assert_eq!(defaults.raw.share.terms().reminders.len(), 3);
+        check_error(
+            &[("LANMESH__SHARE__CELL_PRECISION", "9")],
+            &["share.cell_precision", "between 4 and 7"],
+        );
+        check_error(
+            &[("LANMESH__SHARE__RANGE_M", "0")],
+            &["share.range_m", "between 1 and 5000"],
+        );
+        check_error(
+            &[
+                ("LANMESH__SHARE__MIN_AMOUNT_BYTES", "2048"),
+                ("LANMESH__SHARE__MAX_AMOUNT_BYTES", "1024"),
+            ],
+            &["share.max_amount_bytes", "between 2048"],
+        );
+        check_error(
+            &[("LANMESH__SHARE__MAX_PASSWORD_ATTEMPTS", "0")],
+            &["share.max_password_attempts"],
+        );
+        check_error(
+            &[("LANMESH__SHARE__MAX_SHARES_PER_DAY", "abc")],
+            &["share.max_shares_per_day"],
+        );
+    }
+
+    #[test]
     fn defaults_are_the_embedded_node() {
         let config = load_env(&[]).unwrap();
         assert_eq!(config.http_listen.to_string(), "127.0.0.1:7070");
