@@ -107,6 +107,7 @@ async fn shares_are_found_in_range_started_by_password_metered_reminded_and_bill
             ("LANMESH__SHARE__RANGE_M", "500"),
             ("LANMESH__SHARE__SLICE_BYTES", "4194304"),
             ("LANMESH__SHARE__MAX_PASSWORD_ATTEMPTS", "3"),
+            ("LANMESH__SHARE__MIN_VALIDITY_MS", "1000"),
             // 10 MiB offers: two a day, the third passes the cap.
             ("LANMESH__SHARE__MAX_OFFERED_BYTES_PER_DAY", "20971520"),
         ],
@@ -500,6 +501,60 @@ async fn shares_are_found_in_range_started_by_password_metered_reminded_and_bill
             .any(|(op, body)| op == "share.closed" && body.closing == Some(Closing::EndedBySharer)),
         "{toms_pushes:?}"
     );
+
+    // Expiry: a share nobody touches closes when its validity ends, billed for what was used,
+    // and both parties are told.
+    let brief: OfferReply = ask(
+        &mut ned,
+        "share.offer",
+        &json!({"amount_bytes": 2 * MIB, "price_minor_per_unit": 4, "currency": "CNY",
+                "validity_ms": 3_000, "lat": NED.0, "lon": NED.1, "password": "brief-pass"}),
+    )
+    .await
+    .expect("offers");
+    let _: RequestReply = ask(
+        &mut tom,
+        "share.request",
+        &json!({"lat": RITA.0, "lon": RITA.1, "amount_bytes": 2 * MIB, "share_id": brief.share_id}),
+    )
+    .await
+    .expect("matches");
+    let _: StartReply = ask(
+        &mut tom,
+        "share.start",
+        &json!({"share_id": brief.share_id, "password": "brief-pass"}),
+    )
+    .await
+    .expect("starts");
+    let _: UsageReply = ask(
+        &mut tom,
+        "share.report_usage",
+        &usage(&brief.share_id, 1, MIB),
+    )
+    .await
+    .expect("recorded");
+    for client in [&mut ned.client, &mut tom.client] {
+        let push = client
+            .wait_for_push(EVENT_TIMEOUT, |push| {
+                push.op == "share.closed"
+                    && push
+                        .decode::<SharePush>()
+                        .is_ok_and(|body| body.share_id == brief.share_id)
+            })
+            .await
+            .expect("the expiry is pushed without anyone asking");
+        let closed: SharePush = push.decode().expect("a share push");
+        let bill = closed.bill.expect("a started share is billed at expiry");
+        assert_eq!(
+            (
+                bill.closing,
+                bill.used_bytes,
+                bill.fee_minor,
+                bill.closed_at_ms
+            ),
+            (Closing::Expired, MIB, 4, brief.expires_at_ms)
+        );
+    }
 
     // Bad input: each refused with a clear error, nothing made.
     let good = json!({"amount_bytes": 2 * MIB, "price_minor_per_unit": 5, "currency": "CNY",

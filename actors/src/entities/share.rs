@@ -70,6 +70,9 @@ pub enum ShareRequest {
         /// The viewer.
         account: String,
     },
+    /// Apply the share's expiry if it is due (sent by the edge when the validity ends, so a
+    /// share nobody touches still closes and bills on time). Answered `Done`.
+    Expire,
 }
 
 /// A share entity's answer.
@@ -180,6 +183,8 @@ fn apply(state: &mut ShareState, request: ShareRequest, now: u64) -> Result<Appl
             false,
             Vec::new(),
         ),
+        // Expiry is applied before every request.
+        ShareRequest::Expire => (ShareReply::Done, false, Vec::new()),
     })
 }
 

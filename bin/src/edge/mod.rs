@@ -142,14 +142,16 @@ pub struct Edge {
     venues: venues::VenueIndex,
     /// The campaigns in force and the connections their notices go to.
     campaigns: campaign_notices::CampaignNotices,
+    /// This edge, for work that outlives the request that started it.
+    myself: std::sync::Weak<Self>,
 }
 
 impl Edge {
     /// Builds the edge (hashes its timing-equaliser password once).
     pub async fn new(deps: EdgeDependencies, limits: EdgeLimits) -> anyhow::Result<Arc<Self>> {
         let dummy_hash = auth::dummy_hash(limits.password_cost).await?;
-        Ok(Arc::new_cyclic(|weak: &std::sync::Weak<Self>| {
-            let weak = weak.clone();
+        Ok(Arc::new_cyclic(|myself: &std::sync::Weak<Self>| {
+            let weak = myself.clone();
             let on_detached: DetachNotice = Arc::new(move |account: &str, session_id: &str| {
                 if let Some(edge) = weak.upgrade() {
                     let request = UserRequest::SessionDetached {
@@ -173,6 +175,7 @@ impl Edge {
                 stopping: tokio::sync::watch::Sender::new(false),
                 venues: venues::VenueIndex::default(),
                 campaigns: campaign_notices::CampaignNotices::default(),
+                myself: myself.clone(),
             }
         }))
     }
@@ -185,6 +188,11 @@ impl Edge {
 
     fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// This edge, shared, while the node runs.
+    pub fn myself(&self) -> Option<Arc<Self>> {
+        self.myself.upgrade()
     }
 
     /// The domain clock.

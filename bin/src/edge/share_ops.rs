@@ -23,6 +23,7 @@ use lanmesh_actors::model::share::{
     validate_password,
 };
 use lanmesh_actors::model::share_allowance::DailyShareCaps;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Most offer cells one search asks (a range too wide for the cell grid at the requester's
@@ -188,13 +189,40 @@ pub(super) async fn offer(edge: &Edge, key: &ParsedKey, request: OfferRequest) -
         password: password.clone(),
     };
     match ask_share(edge, &share_id, &open).await? {
-        ShareReply::Done => value(&OfferReply {
-            share_id,
-            password,
-            expires_at_ms,
-        }),
+        ShareReply::Done => {
+            expire_when_due(edge, &share_id, expires_at_ms);
+            value(&OfferReply {
+                share_id,
+                password,
+                expires_at_ms,
+            })
+        }
         other => Err(unexpected_share(&other)),
     }
+}
+
+/// Tells the share to apply its expiry once its validity is over, so a share nobody touches
+/// then still closes (and bills) on time. Best effort: if this node stops first, the share
+/// closes at the next request that touches it.
+fn expire_when_due(edge: &Edge, share_id: &str, expires_at_ms: u64) {
+    let Some(edge) = edge.myself() else {
+        return;
+    };
+    let share_id = share_id.to_owned();
+    actix_web::rt::spawn(async move {
+        loop {
+            let now_ms = edge.clock().now_unix_ms();
+            if now_ms >= expires_at_ms {
+                break;
+            }
+            // The clock is read again after each wait: a simulated clock may have moved.
+            let wait_ms = expires_at_ms.saturating_sub(now_ms).min(60_000);
+            tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+        }
+        if let Err(error) = ask_share(&edge, &share_id, &ShareRequest::Expire).await {
+            tracing::warn!(share = %share_id, error = %error.message, "share expiry not applied");
+        }
+    });
 }
 
 /// The offers within range of `center` with at least `amount_bytes`, best first, leaving out
