@@ -15,5 +15,6 @@ mod cluster;
 mod im;
 mod node_process;
 mod partner;
+mod share_fire;
 mod shares;
 mod venues;
