@@ -641,18 +641,10 @@ async fn quota_ledgers_stay_exact_while_fifty_gateways_allocate_and_a_node_is_ki
     }
     let n_units_at_kill = progress.n_units_acknowledged.load(Ordering::Relaxed);
     let n_batches_at_kill = progress.n_batches.load(Ordering::Relaxed);
-    let killed_at = Instant::now();
-    cluster.kill(VICTIM).expect("SIGKILL");
-    let n_shards = f64::from(cluster.n_shards());
-    cluster
-        .wait_for(
-            "the survivors own every shard after the kill",
-            TAKEOVER_TIMEOUT,
-            |view| view.n_shards_owned() == n_shards,
-        )
+    let takeover = cluster
+        .kill_and_await_takeover(VICTIM, TAKEOVER_TIMEOUT)
         .await
         .expect("takeover");
-    let takeover = killed_at.elapsed();
 
     let mut outcomes = Vec::new();
     for run in runs {

@@ -350,19 +350,11 @@ async fn cluster_sigkill_under_load_loses_and_repeats_nothing() {
         victim_shards > 0.0,
         "the victim owns shards before the crash"
     );
-    let killed_at = Instant::now();
-    cluster.kill(victim).expect("SIGKILL");
     let n_replies_at_kill = progress.n_replies();
-    let n_shards = f64::from(cluster.n_shards());
-    cluster
-        .wait_for(
-            "survivors own every shard after the crash",
-            TAKEOVER_BOUND,
-            |view| view.n_shards_owned() == n_shards,
-        )
+    let takeover = cluster
+        .kill_and_await_takeover(victim, TAKEOVER_BOUND)
         .await
-        .expect("takeover");
-    let takeover = killed_at.elapsed();
+        .expect("survivors own every shard after the crash");
     cluster
         .wait_balanced(SETTLE_TIMEOUT)
         .await
@@ -391,13 +383,14 @@ async fn cluster_sigkill_under_load_loses_and_repeats_nothing() {
     let n_redeliveries = sum_over_running(&cluster, METRIC_REDELIVERIES).await;
     let n_duplicates = sum_over_running(&cluster, METRIC_DUPLICATES_DROPPED).await;
     eprintln!(
-        "{test_name}: takeover {:.2} s from SIGKILL of a node owning {victim_shards} of {n_shards} \
+        "{test_name}: takeover {:.2} s from SIGKILL of a node owning {victim_shards} of {} \
          shards until the survivors owned them all (target ≤ 5 s); survivors' \
          lanmesh_takeover_seconds: {n_takeovers} shards, mean {:.2} s since last heartbeat; \
          {n_replies_at_kill} of {n_requests} replies in at the kill; {n_probes_moved} probes \
          changed owner mid-sequence; survivors counted {n_redeliveries} redeliveries and \
          {n_duplicates} duplicates dropped",
         takeover.as_secs_f64(),
+        cluster.n_shards(),
         takeover_seconds / n_takeovers.max(1.0),
     );
     assert!(

@@ -167,18 +167,10 @@ async fn shares_meter_exactly_through_a_node_kill() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let n_at_kill = acknowledged.load(Ordering::Relaxed);
-    let killed_at = Instant::now();
-    cluster.kill(VICTIM).expect("SIGKILL");
-    let n_shards = f64::from(cluster.n_shards());
-    cluster
-        .wait_for(
-            "the survivors own every shard after the kill",
-            REPORT_DEADLINE,
-            |view| view.n_shards_owned() == n_shards,
-        )
+    let takeover = cluster
+        .kill_and_await_takeover(VICTIM, REPORT_DEADLINE)
         .await
         .expect("takeover");
-    let takeover = killed_at.elapsed();
     let mut finished = Vec::new();
     for task in tasks {
         finished.push(task.await.expect("a requester's run ends"));

@@ -159,6 +159,25 @@ impl TestCluster {
         .await
     }
 
+    /// SIGKILLs node `index` and waits until the survivors own every shard; returns how long
+    /// that took from the kill.
+    pub async fn kill_and_await_takeover(
+        &mut self,
+        index: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Duration> {
+        let killed_at = tokio::time::Instant::now();
+        self.kill(index)?;
+        let n_shards = f64::from(self.n_shards());
+        self.wait_for(
+            "the survivors own every shard after the kill",
+            timeout,
+            |view| view.n_shards_owned() == n_shards,
+        )
+        .await?;
+        Ok(killed_at.elapsed())
+    }
+
     /// Stops every running node with SIGTERM and deletes the cluster's broker topology.
     /// Fails when a node does not exit 0 in time (after the topology is deleted all the same).
     pub async fn shutdown(mut self) -> anyhow::Result<()> {

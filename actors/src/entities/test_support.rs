@@ -29,6 +29,15 @@ pub fn handle_payload<B: EntityBehavior>(
     B::handle(state, &message)
 }
 
+/// The audit actions of `effects`, in order.
+pub fn audit_actions(effects: &Effects) -> Vec<&str> {
+    effects
+        .audit
+        .iter()
+        .map(|note| note.action.as_str())
+        .collect()
+}
+
 /// The pushes of `effects`, decoded, with the sessions they go to.
 pub fn pushed<Pushed: DeserializeOwned>(effects: &Effects) -> Vec<(String, Pushed)> {
     effects

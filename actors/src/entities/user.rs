@@ -627,7 +627,7 @@ fn translate(effects: Vec<UserEffect>) -> Result<Effects, HandleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entities::test_support::{handle_request, pushed};
+    use crate::entities::test_support::{audit_actions, handle_request, pushed};
 
     use crate::model::user::{CampaignHolding, SessionMode, SessionPush};
 
@@ -678,14 +678,6 @@ mod tests {
             text: "two free hours".to_owned(),
             granted_at_unix_ms: 900,
         }
-    }
-
-    fn audit_actions(effects: &Effects) -> Vec<&str> {
-        effects
-            .audit
-            .iter()
-            .map(|note| note.action.as_str())
-            .collect()
     }
 
     #[test]

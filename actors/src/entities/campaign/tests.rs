@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::entities::decode;
-use crate::entities::test_support::{handle_payload, handle_request};
+use crate::entities::test_support::{audit_actions, handle_payload, handle_request};
 use crate::model::campaign::CampaignKind;
 use crate::model::campaign::{Eligibility, RankedUser, ScoringRules, WinnerRule};
 use crate::model::campaign_directory::CampaignListing;
@@ -129,15 +129,6 @@ fn announced(effects: &Effects) -> CampaignListing {
 }
 
 #[track_caller]
-fn actions(effects: &Effects) -> Vec<&str> {
-    effects
-        .audit
-        .iter()
-        .map(|note| note.action.as_str())
-        .collect()
-}
-
-#[track_caller]
 fn view_of(reply: CampaignReply) -> CampaignView {
     match reply {
         CampaignReply::View(view) => view,
@@ -193,7 +184,7 @@ fn a_campaign_is_created_published_enrolled_and_closed_and_its_winners_rewarded(
         ),
         (CAMPAIGN, CampaignStatus::Draft, 1)
     );
-    assert_eq!(actions(&effects), ["campaign.created"]);
+    assert_eq!(audit_actions(&effects), ["campaign.created"]);
     assert_eq!(
         effects.audit.first().map(|note| note.detail.as_str()),
         Some("kind=activity total_units=100 venue_quota=50")
@@ -210,14 +201,14 @@ fn a_campaign_is_created_published_enrolled_and_closed_and_its_winners_rewarded(
         listing.notice_gateways,
         BTreeSet::from(["g1".to_owned(), "g2".to_owned()])
     );
-    assert_eq!(actions(&effects), ["campaign.published"]);
+    assert_eq!(audit_actions(&effects), ["campaign.published"]);
 
     for gateway_id in ["g1", "g2"] {
         let (reply, effects) = handle(&mut state, &enrol(gateway_id, "gold", 160), OPENS);
         assert_eq!(reply, CampaignReply::VenueEnrolled { quota: 50 });
         assert!(effects.state_changed);
         assert!(effects.outgoing.is_empty(), "enrolment announces nothing");
-        assert_eq!(actions(&effects), ["campaign.venue_enrolled"]);
+        assert_eq!(audit_actions(&effects), ["campaign.venue_enrolled"]);
         assert_eq!(
             effects.audit.first().map(|note| note.detail.clone()),
             Some(format!("gateway={gateway_id} quota=50 tier=gold"))
@@ -265,7 +256,7 @@ fn a_campaign_is_created_published_enrolled_and_closed_and_its_winners_rewarded(
         }]
     );
     assert!(effects.state_changed);
-    assert_eq!(actions(&effects), ["campaign.closed"]);
+    assert_eq!(audit_actions(&effects), ["campaign.closed"]);
     let [to_directory, to_user, to_gateway] = effects.outgoing.as_slice() else {
         panic!("directory, user and gateway: {:?}", effects.outgoing);
     };

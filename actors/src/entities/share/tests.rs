@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::entities::offer_cell::{OfferCellEntity, OfferCellReply};
-use crate::entities::test_support::handle_request;
+use crate::entities::test_support::{audit_actions, handle_request};
 use crate::entities::{decode, encode};
 use crate::model::geo::CellGrid;
 use crate::model::offer_cell::{OfferCell, ProximityQuery};
@@ -73,14 +73,6 @@ fn sent(effects: &Effects) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn audited(effects: &Effects) -> Vec<&str> {
-    effects
-        .audit
-        .iter()
-        .map(|note| note.action.as_str())
-        .collect()
-}
-
 #[test]
 fn a_share_keeps_its_listing_and_tells_the_right_parties() {
     let cell = CellGrid::new(6).unwrap().cell_of(here());
@@ -92,7 +84,7 @@ fn a_share_keeps_its_listing_and_tells_the_right_parties() {
     assert_eq!(reply, ShareReply::Done);
     assert!(effects.state_changed);
     assert_eq!(sent(&effects), vec![listing("list")]);
-    assert_eq!(audited(&effects), vec!["share.offered"]);
+    assert_eq!(audit_actions(&effects), vec!["share.offered"]);
 
     // The cell answers a query with it, and the requester's own offers are left out.
     let mut cell_state = OfferCell::default();
@@ -171,7 +163,7 @@ fn a_share_keeps_its_listing_and_tells_the_right_parties() {
         ShareReply::Password(PasswordAnswer::Wrong { attempts_left: 1 })
     );
     assert!(effects.state_changed);
-    assert_eq!(audited(&effects), vec!["share.password_rejected"]);
+    assert_eq!(audit_actions(&effects), vec!["share.password_rejected"]);
     let (reply, effects) = ask(&mut state, &start("7391"), NOW + 5);
     assert_eq!(
         reply,
@@ -191,7 +183,10 @@ fn a_share_keeps_its_listing_and_tells_the_right_parties() {
     // Half of the 6 MiB asked for.
     let (_, effects) = ask(&mut state, &usage(2, 3 * MIB), NOW + 7);
     assert_eq!(sent(&effects), vec![notice("rita", "share.reminder")]);
-    assert_eq!(audited(&effects), vec!["share.usage", "share.reminder"]);
+    assert_eq!(
+        audit_actions(&effects),
+        vec!["share.usage", "share.reminder"]
+    );
     // The same report again: the same answer, nothing sent, nothing saved.
     let (again, effects) = ask(&mut state, &usage(2, 3 * MIB), NOW + 8);
     assert!(!effects.state_changed && effects.outgoing.is_empty());
@@ -249,7 +244,7 @@ fn expiry_is_applied_at_the_first_touch_after_it() {
     };
     let (_, effects) = ask(&mut state, &inspect, NOW + 60_000);
     assert!(effects.state_changed);
-    assert_eq!(audited(&effects), vec!["share.closed"]);
+    assert_eq!(audit_actions(&effects), vec!["share.closed"]);
     assert_eq!(
         effects.outgoing.len(),
         2,
