@@ -6,6 +6,7 @@ use lanmesh::load::bus::{BusBenchReport, BusBenchSettings};
 use lanmesh::load::campaigns::{CampaignsBenchReport, CampaignsBenchSettings};
 use lanmesh::load::entities::{EntityBenchReport, EntityBenchSettings};
 use lanmesh::load::presence::{PresenceBenchReport, PresenceBenchSettings};
+use lanmesh::load::shares::{SharesBenchReport, SharesBenchSettings};
 use lanmesh::load::venues::{AppendMeasurement, VenuesBenchReport, VenuesBenchSettings};
 use lanmesh::load::{LatencyMeasurement, Measurement};
 use std::path::PathBuf;
@@ -33,6 +34,22 @@ struct Broker {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     amqp_url: String,
+}
+
+/// A cluster the scenario spawns for itself, on the broker.
+#[derive(Debug, clap::Args)]
+struct SpawnedNodes {
+    #[command(flatten)]
+    broker: Broker,
+    /// Nodes to spawn.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// Shards of the spawned cluster.
+    #[arg(long, default_value_t = 64)]
+    n_shards: u16,
+    /// The `lanmesh-node` executable to spawn; default: beside this one.
+    #[arg(long, alias = "node-binary")]
+    node_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,13 +168,7 @@ enum Scenario {
     /// ledger-journal appends, entity-state saves and broker round trips in the same run.
     Campaigns {
         #[command(flatten)]
-        broker: Broker,
-        /// Nodes to spawn.
-        #[arg(long, default_value_t = 1)]
-        nodes: usize,
-        /// Shards of the spawned cluster.
-        #[arg(long, default_value_t = 64)]
-        n_shards: u16,
+        spawned: SpawnedNodes,
         /// Seconds each phase allocates.
         #[arg(long, alias = "duration-s", default_value_t = 20)]
         duration_secs: u64,
@@ -170,9 +181,35 @@ enum Scenario {
         /// Venues (ledgers, one connection each) of the many-ledgers phase.
         #[arg(long, default_value_t = 16)]
         venues: usize,
-        /// The `lanmesh-node` executable to spawn; default: beside this one.
-        #[arg(long, alias = "node-binary")]
-        node_bin: Option<PathBuf>,
+    },
+    /// Traffic sharing (S4): proximity search in process (index against a scan of every
+    /// offer), then offers, `share.find` and usage reports through a cluster it spawns, against
+    /// raw broker round trips in the same run.
+    Shares {
+        #[command(flatten)]
+        spawned: SpawnedNodes,
+        /// Seconds of each timed part (each side of the proximity phase, the finds, the
+        /// reports).
+        #[arg(long, alias = "duration", default_value_t = 20)]
+        duration_secs: u64,
+        /// Offers of the in-process proximity phase.
+        #[arg(long, default_value_t = 100_000)]
+        offers: usize,
+        /// Search radius in meters (also the nodes' `share.range_m`).
+        #[arg(long, default_value_t = 500)]
+        range_m: u64,
+        /// Sharer accounts making the cluster's offers.
+        #[arg(long, default_value_t = 50)]
+        sharers: usize,
+        /// Offers they make together.
+        #[arg(long, default_value_t = 2_000)]
+        cluster_offers: usize,
+        /// Requester connections running `share.find`.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Requesters reporting usage, each on a share of its own.
+        #[arg(long, default_value_t = 16)]
+        shares: usize,
     },
 }
 
@@ -326,6 +363,10 @@ fn print_campaigns(report: &CampaignsBenchReport) {
     print!("{report}");
 }
 
+fn print_shares(report: &SharesBenchReport) {
+    print!("{report}");
+}
+
 fn print_report<T: serde::Serialize>(
     report: &T,
     as_json: bool,
@@ -441,27 +482,50 @@ fn main() -> anyhow::Result<()> {
             print_report(&report, arguments.json, print_venues)?;
         }
         Scenario::Campaigns {
-            broker,
-            nodes,
-            n_shards,
+            spawned,
             duration_secs,
             batch,
             connections,
             venues,
-            node_bin,
         } => {
             let settings = CampaignsBenchSettings {
-                amqp_url: broker.amqp_url,
-                n_nodes: nodes,
-                n_shards,
+                amqp_url: spawned.broker.amqp_url,
+                n_nodes: spawned.nodes,
+                n_shards: spawned.n_shards,
                 duration: Duration::from_secs(duration_secs),
                 batch_size: batch,
                 n_connections: connections,
                 n_venues: venues,
-                node_binary_opt: node_bin,
+                node_binary_opt: spawned.node_bin,
             };
             let report = runtime.block_on(lanmesh::load::campaigns::run(&settings))?;
             print_report(&report, arguments.json, print_campaigns)?;
+        }
+        Scenario::Shares {
+            spawned,
+            duration_secs,
+            offers,
+            range_m,
+            sharers,
+            cluster_offers,
+            connections,
+            shares,
+        } => {
+            let settings = SharesBenchSettings {
+                amqp_url: spawned.broker.amqp_url,
+                n_nodes: spawned.nodes,
+                n_shards: spawned.n_shards,
+                duration: Duration::from_secs(duration_secs),
+                n_offers: offers,
+                range_m,
+                n_sharers: sharers,
+                n_cluster_offers: cluster_offers,
+                n_connections: connections,
+                n_shares: shares,
+                node_binary_opt: spawned.node_bin,
+            };
+            let report = runtime.block_on(lanmesh::load::shares::run(&settings))?;
+            print_report(&report, arguments.json, print_shares)?;
         }
     }
     Ok(())

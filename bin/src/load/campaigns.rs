@@ -47,7 +47,7 @@ use crate::edge::protocol::{
 use crate::load::entities::{EntityBenchSettings, raw_round};
 use crate::load::local_cluster::{ClusterSpec, LocalCluster};
 use crate::load::ws_client::ImClient;
-use crate::load::{LatencyMeasurement, percentile, spawn_local_cluster, stop_spawned};
+use crate::load::{LatencyMeasurement, measure_on_spawned, percentile};
 use anyhow::{Context, bail};
 use lanmesh_actors::model::claim_book::claim_id;
 use lanmesh_actors::model::entity_kind::EntityKind;
@@ -67,9 +67,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// How long the spawned nodes may take to settle.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long one WebSocket request may wait for its reply.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a batch's results may stay `reserved` before the run gives up on them.
 const FINAL_TIMEOUT: Duration = Duration::from_secs(120);
 /// First pause before asking again about results still `reserved`; it doubles.
@@ -97,7 +97,7 @@ const FALLBACK_STATE_BYTES: usize = 512;
 /// TigerBeetle's published design point: transfers per second on one core.
 pub const TIGERBEETLE_TRANSFERS_PER_SECOND: u64 = 1_000_000;
 /// The SQLite file the nodes of a local cluster share (see `local_cluster.rs`).
-const CLUSTER_DATABASE_FILE: &str = "cluster.db";
+pub(crate) const CLUSTER_DATABASE_FILE: &str = "cluster.db";
 /// The admin account every gateway of the run names.
 const ADMIN_ACCOUNT: &str = "benchadmin";
 /// The admin's password.
@@ -143,7 +143,7 @@ pub struct BusCounters {
 
 impl BusCounters {
     /// What changed from `before` to `self`.
-    fn since(self, before: Self) -> Self {
+    pub(crate) fn since(self, before: Self) -> Self {
         Self {
             n_published: self.n_published.saturating_sub(before.n_published),
             n_acked: self.n_acked.saturating_sub(before.n_acked),
@@ -397,7 +397,7 @@ fn per_second(completions: &[(Duration, u64)]) -> Vec<u64> {
 }
 
 /// The stable name of an error code, as the protocol spells it.
-fn code_name(error: &ErrorBody) -> String {
+pub(crate) fn code_name(error: &ErrorBody) -> String {
     serde_json::to_value(error.code)
         .ok()
         .and_then(|value| value.as_str().map(str::to_owned))
@@ -612,7 +612,7 @@ async fn open_lanes(
 }
 
 /// The nodes' bus counters now, summed over the running nodes.
-async fn bus_counters(cluster: &LocalCluster) -> anyhow::Result<BusCounters> {
+pub(crate) async fn bus_counters(cluster: &LocalCluster) -> anyhow::Result<BusCounters> {
     let read = |name: &'static str| async move {
         cluster
             .sum_over_running(name)
@@ -847,7 +847,7 @@ async fn set_up(
 }
 
 /// The size of an entity's stored record, if it has one.
-async fn stored_bytes(store: &SqliteStore, kind: EntityKind, id: &str) -> Option<usize> {
+pub(crate) async fn stored_bytes(store: &SqliteStore, kind: EntityKind, id: &str) -> Option<usize> {
     let key = EntityKey::new(kind.as_str(), id);
     match store.load(&key).await {
         Ok(stored_opt) => stored_opt.map(|stored| stored.state.len()),
@@ -963,7 +963,7 @@ async fn measure(
 }
 
 /// Eight hex digits, unique enough to tell runs apart.
-fn short_id() -> String {
+pub(crate) fn short_id() -> String {
     uuid::Uuid::new_v4()
         .simple()
         .to_string()
@@ -1193,7 +1193,10 @@ async fn storage_baselines(
 }
 
 /// Raw lapin request/reply on the run's broker with `concurrency` requests outstanding.
-async fn broker_baseline(amqp_url: &str, concurrency: usize) -> anyhow::Result<LatencyMeasurement> {
+pub(crate) async fn broker_baseline(
+    amqp_url: &str,
+    concurrency: usize,
+) -> anyhow::Result<LatencyMeasurement> {
     let mut measured = raw_round(&EntityBenchSettings {
         amqp_url: amqp_url.to_owned(),
         cluster_name_opt: None,
@@ -1230,16 +1233,14 @@ pub async fn run(settings: &CampaignsBenchSettings) -> anyhow::Result<CampaignsB
     spec.extra_env = crate::load::load_node_env();
     spec.extra_env
         .push(("LANMESH__OPERATOR__TOKEN".to_owned(), token.clone()));
-    let mut cluster = spawn_local_cluster(
+    let (one_ledger, many_ledgers, stored_sizes) = measure_on_spawned(
         &settings.amqp_url,
         &cluster_name,
         spec,
-        settings.n_nodes,
-        settings.node_binary_opt.as_deref(),
-    )?;
-    let measured = Box::pin(measure(settings, &mut cluster, &token)).await;
-    stop_spawned(cluster, measured.is_err()).await?;
-    let (one_ledger, many_ledgers, stored_sizes) = measured?;
+        (settings.n_nodes, settings.node_binary_opt.as_deref()),
+        async |cluster| Box::pin(measure(settings, cluster, &token)).await,
+    )
+    .await?;
 
     tracing::info!("storage baselines");
     let raw_directory = std::env::temp_dir().join(format!(
@@ -1275,7 +1276,7 @@ pub async fn run(settings: &CampaignsBenchSettings) -> anyhow::Result<CampaignsB
 }
 
 /// `n` per code, or `none`.
-fn counts_text(counts: &BTreeMap<String, u64>) -> String {
+pub(crate) fn counts_text(counts: &BTreeMap<String, u64>) -> String {
     if counts.is_empty() {
         return "none".to_owned();
     }
@@ -1386,6 +1387,21 @@ impl CommitMeasurement {
     }
 }
 
+/// The table of the broker baselines: a header, then one row each.
+pub(crate) fn write_broker_baselines(
+    formatter: &mut fmt::Formatter<'_>,
+    single: &LatencyMeasurement,
+    concurrent: &LatencyMeasurement,
+) -> fmt::Result {
+    writeln!(
+        formatter,
+        "{:<52} {:>9} {:>8} {:>11} {:>9} {:>9}",
+        "baselines: the same broker", "requests", "seconds", "req/s", "p50 ms", "p99 ms"
+    )?;
+    write_broker_row(formatter, single)?;
+    write_broker_row(formatter, concurrent)
+}
+
 fn write_broker_row(
     formatter: &mut fmt::Formatter<'_>,
     measurement: &LatencyMeasurement,
@@ -1456,13 +1472,7 @@ impl fmt::Display for CampaignsBenchReport {
         if let Some(ledger) = &self.state_ledger_single_opt {
             ledger.write_row(formatter)?;
         }
-        writeln!(
-            formatter,
-            "{:<52} {:>9} {:>8} {:>11} {:>9} {:>9}",
-            "baselines: the same broker", "requests", "seconds", "req/s", "p50 ms", "p99 ms"
-        )?;
-        write_broker_row(formatter, &self.broker_single)?;
-        write_broker_row(formatter, &self.broker_concurrent)?;
+        write_broker_baselines(formatter, &self.broker_single, &self.broker_concurrent)?;
         let design = self.tigerbeetle_transfers_per_second as f64;
         for phase in [&self.one_ledger, &self.many_ledgers] {
             writeln!(

@@ -16,6 +16,7 @@ pub mod node_process;
 pub mod presence;
 pub mod probe_client;
 pub mod raw_lapin;
+pub mod shares;
 pub mod venues;
 pub mod ws_client;
 
@@ -162,6 +163,22 @@ pub async fn stop_spawned(
             .with_context(|| format!("removing {}", directory.display()))?;
     }
     Ok(())
+}
+
+/// Starts `n_nodes` nodes of cluster `cluster_name` as [`spawn_local_cluster`] does, runs
+/// `measure` on them, then stops them as [`stop_spawned`] does, whether `measure` succeeded or
+/// not (keeping the nodes' logs when it failed).
+pub async fn measure_on_spawned<T>(
+    amqp_url: &str,
+    cluster_name: &str,
+    spec: local_cluster::ClusterSpec,
+    (n_nodes, node_binary_opt): (usize, Option<&std::path::Path>),
+    measure: impl AsyncFnOnce(&mut local_cluster::LocalCluster) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut cluster = spawn_local_cluster(amqp_url, cluster_name, spec, n_nodes, node_binary_opt)?;
+    let measured = measure(&mut cluster).await;
+    stop_spawned(cluster, measured.is_err()).await?;
+    measured
 }
 
 /// The node settings a load scenario starts from: cheap argon2id (only set-up hashes
