@@ -492,6 +492,8 @@ pub struct MatchAnswer {
     pub password: String,
     /// Distance from the offer, in meters.
     pub distance_m: u64,
+    /// The offer matched (its terms, for the requester's reply).
+    pub offer: Offer,
 }
 
 /// The answer to a presented password.
@@ -692,11 +694,6 @@ impl ShareState {
         self.opened_opt.as_mut().ok_or(ShareError::NoSuchShare)
     }
 
-    /// The offer, once made.
-    pub fn offer_opt(&self) -> Option<&Offer> {
-        self.opened_opt.as_ref().map(|opened| &opened.offer)
-    }
-
     /// Where the share is, once offered.
     pub fn status_opt(&self) -> Option<ShareStatus> {
         self.opened_opt.as_ref().map(|opened| opened.status)
@@ -791,6 +788,7 @@ impl ShareState {
             return Ok(Step::unchanged(MatchAnswer {
                 password: password.clone(),
                 distance_m: record.distance_m,
+                offer: opened.offer.clone(),
             }));
         }
         if opened.status != ShareStatus::Offered {
@@ -826,6 +824,7 @@ impl ShareState {
             MatchAnswer {
                 password,
                 distance_m,
+                offer: opened.offer.clone(),
             },
             vec![event],
         ))
@@ -1057,11 +1056,6 @@ impl ShareState {
             expires_at_unix_ms: opened.offer.expires_at_unix_ms,
         };
         Some((cell, listed))
-    }
-
-    /// The party `account` is, if any (for routing notices).
-    pub fn party_of(&self, account: &str) -> Option<Party> {
-        self.opened().ok()?.party_of(account).ok()
     }
 
     /// The account of `party`, if there is one yet.

@@ -132,15 +132,6 @@ impl ShareAllowance {
         self.roll(now_unix_ms);
         self.reservations.remove(key).is_some()
     }
-
-    /// Bytes reserved today for `role`, as of `now`.
-    pub fn used_today(&self, role: Party, now_unix_ms: u64) -> u64 {
-        if now_unix_ms / DAY_MS == self.day {
-            self.bytes_of(role)
-        } else {
-            0
-        }
-    }
 }
 
 #[cfg(test)]
@@ -170,19 +161,27 @@ mod tests {
                 cap: 500
             })
         );
-        // Exactly at the cap is allowed; offering has its own cap.
+        // Exactly at the cap is allowed.
         assert_eq!(
             allowance.reserve("b", Party::Requester, 100, CAPS, NOON),
             Ok(true)
         );
+        // Asking is full for today.
+        assert_eq!(
+            allowance.reserve("e", Party::Requester, 1, CAPS, NOON),
+            Err(AllowanceError::BytesCap {
+                role: Party::Requester,
+                would_be: 501,
+                cap: 500
+            })
+        );
+        // Offering has its own cap.
         assert_eq!(
             allowance.reserve("c", Party::Sharer, 1000, CAPS, NOON),
             Ok(true)
         );
-        assert_eq!(allowance.used_today(Party::Requester, NOON), 500);
         // The next UTC day starts from nothing.
         let tomorrow = NOON + DAY_MS / 2;
-        assert_eq!(allowance.used_today(Party::Requester, tomorrow), 0);
         assert_eq!(
             allowance.reserve("d", Party::Requester, 500, CAPS, tomorrow),
             Ok(true)
@@ -227,6 +226,14 @@ mod tests {
                 key: "a".to_owned()
             })
         );
-        assert_eq!(allowance.used_today(Party::Sharer, NOON), 10);
+        // Only the first 10 bytes count against the cap of 1000.
+        assert!(matches!(
+            allowance.reserve("b", Party::Sharer, 991, CAPS, NOON),
+            Err(AllowanceError::BytesCap { would_be: 1001, .. })
+        ));
+        assert_eq!(
+            allowance.reserve("b", Party::Sharer, 990, CAPS, NOON),
+            Ok(true)
+        );
     }
 }

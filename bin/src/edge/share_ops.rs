@@ -322,16 +322,15 @@ pub(super) async fn request(edge: &Edge, key: &ParsedKey, request: ShareSearch) 
     for share_id in candidates {
         match ask_share(edge, &share_id, &matching).await {
             Ok(ShareReply::Matched(answer)) => {
-                let view = share_view(edge, key, &share_id).await?;
                 return value(&RequestReply {
                     offer: WireOffer {
                         share_id,
-                        sharer: view.sharer,
-                        amount_bytes: view.amount_bytes,
-                        price_minor_per_unit: view.price_minor_per_unit,
-                        currency: view.currency,
+                        sharer: answer.offer.sharer,
+                        amount_bytes: answer.offer.amount_bytes,
+                        price_minor_per_unit: answer.offer.price_minor_per_unit,
+                        currency: answer.offer.currency,
                         distance_m: answer.distance_m,
-                        expires_at_ms: view.expires_at_ms,
+                        expires_at_ms: answer.offer.expires_at_unix_ms,
                     },
                     requested_bytes: request.amount_bytes,
                     password: answer.password,

@@ -127,11 +127,15 @@ fn a_share_keeps_its_listing_and_tells_the_right_parties() {
         location: here(),
     };
     let (reply, effects) = ask(&mut state, &matching, NOW + 1);
+    let ShareRequest::Open { offer, .. } = open_request() else {
+        unreachable!("open_request opens")
+    };
     assert_eq!(
         reply,
         ShareReply::Matched(MatchAnswer {
             password: "7391".to_owned(),
-            distance_m: 0
+            distance_m: 0,
+            offer,
         })
     );
     assert_eq!(
